@@ -1,0 +1,125 @@
+// Package config loads, defaults and validates fastlb's JSON configuration file.
+//
+// Loading runs in four steps: decode (goccy/go-json), defaults, validation and
+// precomputation. Every problem is reported with the JSON path of the value at
+// fault ("backends[2].url: ..."), and all problems of a file are reported at
+// once. After Load returns, a Config does no I/O and is never modified; callers
+// share it read-only between goroutines.
+package config
+
+import (
+	"time"
+)
+
+// Strategy names accepted by the "strategy" key.
+const (
+	StrategyRoundRobin = "round-robin"
+	StrategyLeastConn  = "least-conn"
+	StrategyRandomTwo  = "random-two"
+)
+
+// Health-check methods accepted by the "health_check_method" key.
+const (
+	CheckTCP  = "tcp"
+	CheckHTTP = "http"
+)
+
+// Limits of numeric settings.
+const (
+	MaxWeight  = 1000
+	MaxRetries = 10
+)
+
+// Config is a validated configuration. The zero value is not useful: build one
+// with Load or Parse, which fill in every default.
+type Config struct {
+	Port      int    // client-facing HTTP port
+	Bind      string // address the client-facing listener binds
+	AdminPort int    // admin API port
+	AdminBind string // address the admin API binds
+
+	Strategy string // one of the Strategy* constants
+
+	BackendTimeout    time.Duration // limit for a whole proxied request to one backend
+	ConnectTimeout    time.Duration // limit for opening a connection to a backend
+	ClientReadTimeout time.Duration // limit for reading a client's request
+	ClientIdleTimeout time.Duration // how long an idle keep-alive client connection is kept
+	ShutdownTimeout   time.Duration // how long graceful shutdown waits for in-flight requests
+
+	Retries        int // further attempts on another backend after a failed one
+	MaxHeaderBytes int // largest request header block accepted (431 above it)
+	MaxRequestBody int // largest request body accepted (413 above it)
+
+	HealthCheckFrequency time.Duration
+	HealthCheckMethod    string // CheckTCP or CheckHTTP
+	HealthCheck          HealthCheck
+
+	LogLevel string // debug, info, warn or error
+
+	Backends []Backend
+}
+
+// HealthCheck holds the "health_check" object.
+type HealthCheck struct {
+	Path         string        // request path of an HTTP check
+	ExpectStatus string        // as written, e.g. "200-399"
+	Expect       []StatusRange // ExpectStatus parsed
+	Timeout      time.Duration // limit for one check
+	Rise         int           // consecutive successes that mark a backend up
+	Fall         int           // consecutive failures that mark a backend down
+}
+
+// StatusRange is an inclusive range of HTTP status codes.
+type StatusRange struct{ Min, Max int }
+
+// StatusOK reports whether code lies in one of the expected ranges.
+func (h *HealthCheck) StatusOK(code int) bool {
+	for _, r := range h.Expect {
+		if code >= r.Min && code <= r.Max {
+			return true
+		}
+	}
+	return false
+}
+
+// Backend is one item of "backends", with its URL parsed.
+type Backend struct {
+	URL      string // as written
+	Weight   int    // 0..MaxWeight; 0 takes no new traffic
+	ID       string // name used by the admin API; defaults to Addr
+	MaxConns int    // 0 means unlimited
+
+	Scheme string // "http" or "https"
+	Host   string // host name or IP address, without port or brackets
+	Addr   string // host:port to dial
+}
+
+// Defaults returns a Config holding every default of the SPEC and no backends.
+func Defaults() *Config {
+	return &Config{
+		Port:                 8080,
+		Bind:                 "0.0.0.0",
+		AdminPort:            8081,
+		AdminBind:            "127.0.0.1",
+		Strategy:             StrategyRoundRobin,
+		BackendTimeout:       10 * time.Second,
+		ConnectTimeout:       2 * time.Second,
+		ClientReadTimeout:    30 * time.Second,
+		ClientIdleTimeout:    120 * time.Second,
+		ShutdownTimeout:      30 * time.Second,
+		Retries:              2,
+		MaxHeaderBytes:       16 << 10,
+		MaxRequestBody:       64 << 20,
+		HealthCheckFrequency: 30 * time.Second,
+		HealthCheckMethod:    CheckTCP,
+		HealthCheck: HealthCheck{
+			Path:         "/",
+			ExpectStatus: "200-399",
+			Expect:       []StatusRange{{200, 399}},
+			Timeout:      2 * time.Second,
+			Rise:         2,
+			Fall:         3,
+		},
+		LogLevel: "info",
+	}
+}

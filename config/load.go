@@ -1,0 +1,651 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/goccy/go-json"
+)
+
+// Problem is one thing wrong with a configuration, at a JSON path.
+type Problem struct {
+	Path string // JSON path such as "backends[2].url"; empty for the whole file
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Msg
+	}
+	return p.Path + ": " + p.Msg
+}
+
+// Error lists every problem found in a configuration, in file order.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and validates the configuration file at path.
+// A file that cannot be read is reported as a plain error; a file that does
+// not validate as an *Error listing every problem.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read configuration: %w", err)
+	}
+	cfg, err := Parse(data)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
+	return cfg, err
+}
+
+// Parse decodes and validates a configuration held in memory.
+func Parse(data []byte) (*Config, error) {
+	d := &decoder{}
+	cfg := Defaults()
+	if err := syntaxCheck(data); err != nil {
+		return nil, &Error{Problems: []Problem{{Msg: err.Error()}}}
+	}
+	top := d.object("", json.RawMessage(data))
+	if top != nil {
+		d.fill(cfg, top)
+		d.decoded = len(d.problems)
+		d.validate(cfg)
+	}
+	if len(d.problems) > 0 {
+		return nil, &Error{Problems: d.problems}
+	}
+	return cfg, nil
+}
+
+// syntaxCheck reports the first JSON syntax error with its line and column.
+func syntaxCheck(data []byte) error {
+	var v any
+	err := json.Unmarshal(data, &v)
+	if err == nil {
+		return nil
+	}
+	var se *json.SyntaxError
+	if !errors.As(err, &se) {
+		return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	off := min(int(se.Offset), len(data))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(se.Error(), "json: "))
+}
+
+// decoder collects problems while it walks the decoded JSON.
+type decoder struct {
+	problems []Problem
+	decoded  int // problems found while decoding; validation does not repeat them
+}
+
+func (d *decoder) fail(path, format string, args ...any) {
+	// A value that failed to decode kept its default; validating that
+	// default would only repeat the problem under the same path.
+	for _, p := range d.problems[:d.decoded] {
+		if p.Path == path || strings.HasPrefix(path, p.Path+".") {
+			return
+		}
+	}
+	d.problems = append(d.problems, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// field is one known key of a JSON object and how to decode it.
+type field struct {
+	key    string
+	decode func(path string, raw json.RawMessage)
+}
+
+// object decodes raw as a JSON object, keeping its keys in file order.
+func (d *decoder) object(path string, raw json.RawMessage) []member {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		if path == "" {
+			d.fail(path, "the configuration must be a JSON object: %s", describe(raw))
+		} else {
+			d.fail(path, "must be an object")
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil {
+		d.fail(path, "invalid JSON: %v", err)
+		return nil
+	}
+	var members []member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			d.fail(path, "invalid JSON: %v", err)
+			return nil
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			d.fail(join(path, key), "invalid JSON: %v", err)
+			return nil
+		}
+		members = append(members, member{key: key, value: value})
+	}
+	if _, err := dec.Token(); err != nil {
+		d.fail(path, "invalid JSON: %v", err)
+		return nil
+	}
+	// Anything after the object is an error too: a pasted second object
+	// must not be silently ignored.
+	if _, err := dec.Token(); err == nil {
+		d.fail(path, "invalid JSON: unexpected data after the object")
+		return nil
+	}
+	return members
+}
+
+type member struct {
+	key   string
+	value json.RawMessage
+}
+
+// apply decodes each member with its field, reporting unknown and repeated keys.
+func (d *decoder) apply(path string, members []member, fields []field) {
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		p := join(path, m.key)
+		if seen[m.key] {
+			d.fail(p, "key appears more than once")
+			continue
+		}
+		seen[m.key] = true
+		i := slices.IndexFunc(fields, func(f field) bool { return f.key == m.key })
+		if i < 0 {
+			d.fail(p, "unknown key%s", suggest(m.key, fields))
+			continue
+		}
+		if isNull(m.value) {
+			d.fail(p, "must not be null")
+			continue
+		}
+		fields[i].decode(p, m.value)
+	}
+}
+
+// notYet is the decoder of keys the SPEC names but this version does not implement.
+// They are refused rather than ignored: an operator who sets them expects an effect.
+func (d *decoder) notYet(path string, _ json.RawMessage) {
+	d.fail(path, "not supported by this version of fastlb")
+}
+
+func (d *decoder) fill(c *Config, top []member) {
+	hc := &c.HealthCheck
+	d.apply("", top, []field{
+		{"port", d.intTo(&c.Port)},
+		{"bind", d.stringTo(&c.Bind)},
+		{"admin_port", d.intTo(&c.AdminPort)},
+		{"admin_bind", d.stringTo(&c.AdminBind)},
+		{"admin_token", d.notYet},
+		{"admin_token_file", d.notYet},
+		{"admin_persist", d.notYet},
+		{"strategy", d.stringTo(&c.Strategy)},
+		{"backend_timeout", d.durationTo(&c.BackendTimeout)},
+		{"connect_timeout", d.durationTo(&c.ConnectTimeout)},
+		{"client_read_timeout", d.durationTo(&c.ClientReadTimeout)},
+		{"client_idle_timeout", d.durationTo(&c.ClientIdleTimeout)},
+		{"shutdown_timeout", d.durationTo(&c.ShutdownTimeout)},
+		{"retries", d.intTo(&c.Retries)},
+		{"max_header_bytes", d.sizeTo(&c.MaxHeaderBytes)},
+		{"max_request_body", d.sizeTo(&c.MaxRequestBody)},
+		{"health_check_frequency", d.durationTo(&c.HealthCheckFrequency)},
+		{"health_check_method", d.stringTo(&c.HealthCheckMethod)},
+		{"health_check", func(p string, raw json.RawMessage) {
+			d.apply(p, d.object(p, raw), []field{
+				{"path", d.stringTo(&hc.Path)},
+				{"expect_status", d.stringTo(&hc.ExpectStatus)},
+				{"timeout", d.durationTo(&hc.Timeout)},
+				{"rise", d.intTo(&hc.Rise)},
+				{"fall", d.intTo(&hc.Fall)},
+			})
+		}},
+		{"sticky", d.notYet},
+		{"tls", d.notYet},
+		{"backend_tls", d.notYet},
+		{"log_level", d.stringTo(&c.LogLevel)},
+		{"access_log", d.notYet},
+		{"backends", func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }},
+	})
+}
+
+func (d *decoder) backends(path string, raw json.RawMessage) []Backend {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		d.fail(path, "must be an array of URLs or backend objects")
+		return nil
+	}
+	out := make([]Backend, len(items))
+	for i, item := range items {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		b := &out[i]
+		b.Weight = 1
+		item = bytes.TrimSpace(item)
+		switch {
+		case len(item) > 0 && item[0] == '"':
+			d.stringTo(&b.URL)(p, item)
+		case len(item) > 0 && item[0] == '{':
+			urlSet := false
+			d.apply(p, d.object(p, item), []field{
+				{"url", func(p string, raw json.RawMessage) { urlSet = true; d.stringTo(&b.URL)(p, raw) }},
+				{"weight", d.intTo(&b.Weight)},
+				{"id", d.stringTo(&b.ID)},
+				{"max_conns", d.intTo(&b.MaxConns)},
+			})
+			if !urlSet {
+				d.fail(join(p, "url"), "is required")
+			}
+		default:
+			d.fail(p, "must be a URL string or an object with \"url\"")
+		}
+	}
+	return out
+}
+
+func (d *decoder) intTo(dst *int) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		n, ok := number(raw)
+		if !ok {
+			d.fail(path, "must be an integer, not %s", describe(raw))
+			return
+		}
+		v, err := strconv.ParseInt(n.String(), 10, 64)
+		if err != nil || v > math.MaxInt32 || v < math.MinInt32 {
+			d.fail(path, "must be an integer, not %s", n)
+			return
+		}
+		*dst = int(v)
+	}
+}
+
+func (d *decoder) stringTo(dst *string) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		if err := json.Unmarshal(raw, dst); err != nil {
+			d.fail(path, "must be a string, not %s", describe(raw))
+		}
+	}
+}
+
+func (d *decoder) durationTo(dst *time.Duration) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			d.fail(path, "must be a duration string such as \"30s\", not %s", describe(raw))
+			return
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			d.fail(path, "invalid duration %q (use Go syntax such as \"250ms\", \"30s\", \"1m\")", s)
+			return
+		}
+		if v < 0 {
+			d.fail(path, "must not be negative")
+			return
+		}
+		*dst = v
+	}
+}
+
+// sizeTo decodes a size: an integer of bytes or a string such as "64KiB".
+func (d *decoder) sizeTo(dst *int) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		if n, ok := number(raw); ok {
+			v, err := strconv.ParseInt(n.String(), 10, 64)
+			if err != nil || v < 0 || v > math.MaxInt32 {
+				d.fail(path, "must be a size in bytes between 0 and %d, not %s", math.MaxInt32, n)
+				return
+			}
+			*dst = int(v)
+			return
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			d.fail(path, "must be a size such as 16384 or \"16KiB\", not %s", describe(raw))
+			return
+		}
+		v, err := ParseSize(s)
+		if err != nil {
+			d.fail(path, "%v", err)
+			return
+		}
+		*dst = v
+	}
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+// ParseSize parses "512", "512B", "64KiB", "16MiB", "1GiB" (powers of 1024)
+// or "64KB", "16MB", "1GB" (powers of 1000).
+func ParseSize(s string) (int, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid size %q (use bytes, or a number with KiB, MiB, GiB, KB, MB or GB)", s)
+	}
+	if v > math.MaxInt32/mult {
+		return 0, fmt.Errorf("size %q is too large (at most %d bytes)", s, math.MaxInt32)
+	}
+	return int(v * mult), nil
+}
+
+// number decodes raw as a JSON number; a quoted number is not one.
+func number(raw json.RawMessage) (json.Number, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return "", false
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", false
+	}
+	return n, true
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
+}
+
+// describe names the JSON type of raw for error messages.
+func describe(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		if len(raw) > 20 {
+			raw = raw[:20]
+		}
+		return string(raw)
+	}
+}
+
+// suggest names a known key close to an unknown one, to catch typos.
+func suggest(key string, fields []field) string {
+	best, bestDist := "", 3
+	for _, f := range fields {
+		if dist := editDistance(strings.ToLower(key), f.key); dist < bestDist {
+			best, bestDist = f.key, dist
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func (d *decoder) validate(c *Config) {
+	d.port("port", c.Port)
+	d.port("admin_port", c.AdminPort)
+	d.bindAddr("bind", c.Bind)
+	d.bindAddr("admin_bind", c.AdminBind)
+	if c.Port == c.AdminPort {
+		d.fail("admin_port", "must differ from port (%d)", c.Port)
+	}
+	switch c.Strategy {
+	case StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo:
+	default:
+		d.fail("strategy", "unknown strategy %q (use %q, %q or %q)", c.Strategy,
+			StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo)
+	}
+	d.positive("backend_timeout", c.BackendTimeout)
+	d.positive("connect_timeout", c.ConnectTimeout)
+	d.positive("client_read_timeout", c.ClientReadTimeout)
+	d.positive("client_idle_timeout", c.ClientIdleTimeout)
+	d.positive("health_check_frequency", c.HealthCheckFrequency)
+	d.positive("health_check.timeout", c.HealthCheck.Timeout)
+	if c.Retries < 0 || c.Retries > MaxRetries {
+		d.fail("retries", "must be 0..%d, not %d", MaxRetries, c.Retries)
+	}
+	if c.MaxHeaderBytes < 1<<10 || c.MaxHeaderBytes > 1<<20 {
+		d.fail("max_header_bytes", "must be between 1KiB and 1MiB, not %d bytes", c.MaxHeaderBytes)
+	}
+	if c.MaxRequestBody < 1 {
+		d.fail("max_request_body", "must be at least 1 byte")
+	}
+	switch c.HealthCheckMethod {
+	case CheckTCP, CheckHTTP:
+	default:
+		d.fail("health_check_method", "unknown method %q (use %q or %q)", c.HealthCheckMethod, CheckTCP, CheckHTTP)
+	}
+	hc := &c.HealthCheck
+	if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n") {
+		d.fail("health_check.path", "must be a request path starting with \"/\", not %q", hc.Path)
+	}
+	if r, err := parseStatusRanges(hc.ExpectStatus); err != nil {
+		d.fail("health_check.expect_status", "%v", err)
+	} else {
+		hc.Expect = r
+	}
+	if hc.Rise < 1 || hc.Rise > 100 {
+		d.fail("health_check.rise", "must be 1..100, not %d", hc.Rise)
+	}
+	if hc.Fall < 1 || hc.Fall > 100 {
+		d.fail("health_check.fall", "must be 1..100, not %d", hc.Fall)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		d.fail("log_level", "unknown level %q (use debug, info, warn or error)", c.LogLevel)
+	}
+	ids := make(map[string]int, len(c.Backends))
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		p := fmt.Sprintf("backends[%d]", i)
+		resolved := b.resolve()
+		if resolved != nil {
+			d.fail(p+".url", "%v", resolved)
+		}
+		if b.Weight < 0 || b.Weight > MaxWeight {
+			d.fail(p+".weight", "must be 0..%d, not %d", MaxWeight, b.Weight)
+		}
+		if b.MaxConns < 0 {
+			d.fail(p+".max_conns", "must be 0 (unlimited) or more, not %d", b.MaxConns)
+		}
+		if resolved != nil {
+			continue
+		}
+		if err := CheckID(b.ID); err != nil {
+			d.fail(p+".id", "%v", err)
+		} else if j, dup := ids[b.ID]; dup {
+			d.fail(p+".id", "duplicate id %q (also backends[%d]; give each backend its own \"id\")", b.ID, j)
+		} else {
+			ids[b.ID] = i
+		}
+	}
+}
+
+func (d *decoder) port(path string, p int) {
+	if p < 1 || p > 65535 {
+		d.fail(path, "must be 1..65535, not %d", p)
+	}
+}
+
+func (d *decoder) bindAddr(path, s string) {
+	if _, err := netip.ParseAddr(s); err != nil {
+		d.fail(path, "must be an IP address such as \"0.0.0.0\", \"127.0.0.1\" or \"::\", not %q", s)
+	}
+}
+
+func (d *decoder) positive(path string, v time.Duration) {
+	if v <= 0 {
+		d.fail(path, "must be greater than 0")
+	}
+}
+
+// CheckID reports whether id can name a backend: it appears in admin API
+// paths, so it is limited to letters, digits and ".-_:[]" (the brackets for
+// the default id of an IPv6 backend).
+func CheckID(id string) error {
+	if id == "" || len(id) > 128 {
+		return errors.New("must be 1 to 128 characters")
+	}
+	for _, r := range id {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			strings.ContainsRune(".-_:[]", r)
+		if !ok {
+			return fmt.Errorf("%q may hold only letters, digits and \".-_:[]\"", id)
+		}
+	}
+	return nil
+}
+
+// resolve parses and checks the backend's URL, filling Scheme, Host, Addr
+// and, when empty, ID.
+func (b *Backend) resolve() error {
+	u, err := url.Parse(b.URL)
+	if err == nil && (u.Opaque != "" || u.Host == "" && u.Scheme == "") {
+		return fmt.Errorf("%q has no scheme: write it as http://host:port", b.URL)
+	}
+	if err != nil {
+		return fmt.Errorf("invalid URL %q (want http://host:port or https://host:port)", b.URL)
+	}
+	switch u.Scheme {
+	case "http", "https":
+	default:
+		return fmt.Errorf("scheme of %q must be http or https", b.URL)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not carry user information", b.URL)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+		return fmt.Errorf("%q must not have a path, query or fragment: fastlb forwards the client's", b.URL)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return fmt.Errorf("%q has no host", b.URL)
+	}
+	port := u.Port()
+	if port == "" {
+		if strings.HasSuffix(u.Host, ":") {
+			return fmt.Errorf("%q has an empty port", b.URL)
+		}
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port of %q must be 1..65535", b.URL)
+	}
+	b.Scheme, b.Host, b.Addr = u.Scheme, host, net.JoinHostPort(host, port)
+	if b.ID == "" {
+		b.ID = b.Addr
+	}
+	return nil
+}
+
+// ResolveBackend checks a backend added at run time the way Load checks the
+// file's backends, and fills its derived fields.
+func ResolveBackend(b *Backend) error {
+	if err := b.resolve(); err != nil {
+		return fmt.Errorf("url: %w", err)
+	}
+	if b.Weight < 0 || b.Weight > MaxWeight {
+		return fmt.Errorf("weight: must be 0..%d, not %d", MaxWeight, b.Weight)
+	}
+	if b.MaxConns < 0 {
+		return fmt.Errorf("max_conns: must be 0 (unlimited) or more, not %d", b.MaxConns)
+	}
+	if err := CheckID(b.ID); err != nil {
+		return fmt.Errorf("id: %w", err)
+	}
+	return nil
+}
+
+func parseStatusRanges(s string) ([]StatusRange, error) {
+	bad := fmt.Errorf("invalid status list %q (use codes and ranges such as \"200-399\" or \"200,204\")", s)
+	var out []StatusRange
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		if !isRange {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return nil, bad
+		}
+		out = append(out, StatusRange{a, b})
+	}
+	return out, nil
+}
