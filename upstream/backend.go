@@ -1,0 +1,181 @@
+// Package upstream is the one home of backend state: each Backend's
+// connection pool, counters, health and admin state, and the Pool's immutable
+// snapshot of the backend set.
+//
+// The request path reads a Snapshot with one atomic load and takes no lock.
+// Every change (health flip, passive failure, admin call, reload) goes through
+// the Pool's methods, which build a new Snapshot and publish it with one
+// atomic store.
+package upstream
+
+import (
+	"crypto/tls"
+	"math"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/config"
+)
+
+// State is a backend's admin state.
+type State uint32
+
+const (
+	StateActive State = iota // takes traffic when healthy and weighted
+	StateDrain               // takes no new requests; in-flight ones finish
+	StateMaint               // takes no requests at all and is not health-checked
+)
+
+func (s State) String() string {
+	switch s {
+	case StateActive:
+		return "active"
+	case StateDrain:
+		return "drain"
+	case StateMaint:
+		return "maint"
+	}
+	return "unknown"
+}
+
+// noCopy makes `go vet` report copies of structs that embed it.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
+
+// CheckResult is the outcome of one active health check.
+type CheckResult struct {
+	At      time.Time
+	OK      bool
+	Latency time.Duration
+	Err     string // empty when OK
+}
+
+// Backend is one upstream server. It is safe for concurrent use and must not
+// be copied. Its identity fields never change; its weight, state and health
+// change only through the Pool that owns it.
+type Backend struct {
+	_ noCopy
+
+	ID     string // admin API name
+	URL    string // as configured
+	Scheme string // "http" or "https"
+	Addr   string // host:port dialled
+
+	// Client is the backend's one connection pool. fasthttp's own retries
+	// are off: the proxy decides whether and where to retry.
+	Client *fasthttp.HostClient
+
+	maxConns int64 // 0 = unlimited
+
+	// Hot counters, written on every request.
+	active   atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
+
+	// Control state, written by the Pool.
+	weight    atomic.Int32
+	state     atomic.Uint32
+	healthy   atomic.Bool
+	checked   atomic.Bool  // a first health check has reported
+	riseCount atomic.Int32 // consecutive successful checks while down
+	fallCount atomic.Int32 // consecutive failed checks while up
+	connFails atomic.Int32 // consecutive failed connections on the request path
+	lastCheck atomic.Pointer[CheckResult]
+	removed   atomic.Bool // no longer in the Pool
+}
+
+// ClientOptions are the HostClient settings shared by every backend.
+type ClientOptions struct {
+	ConnectTimeout time.Duration // limit for dialling
+	MaxHeaderBytes int           // largest response header accepted from a backend
+}
+
+func newBackend(c config.Backend, opts ClientOptions) *Backend {
+	b := &Backend{ID: c.ID, URL: c.URL, Scheme: c.Scheme, Addr: c.Addr, maxConns: int64(c.MaxConns)}
+	b.weight.Store(int32(c.Weight))
+	b.Client = newHostClient(c, opts)
+	return b
+}
+
+func newHostClient(c config.Backend, opts ClientOptions) *fasthttp.HostClient {
+	dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute} // Concurrency 0: unlimited
+	connectTimeout := opts.ConnectTimeout
+	maxConns := c.MaxConns
+	if maxConns == 0 {
+		maxConns = math.MaxInt32 // "unlimited"; fasthttp's default caps at 512
+	}
+	hc := &fasthttp.HostClient{
+		Addr: c.Addr,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return dialer.DialDualStackTimeout(addr, min(timeout, connectTimeout))
+		},
+		MaxConns:                      maxConns,
+		MaxConnWaitTimeout:            0, // a full backend is reported at once; the proxy tries another
+		MaxIdleConnDuration:           4 * time.Second,
+		ConnPoolStrategy:              fasthttp.LIFO,
+		ReadBufferSize:                max(opts.MaxHeaderBytes, 4096),
+		WriteBufferSize:               16 << 10,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultUserAgentHeader:      true,
+		MaxIdemponentCallAttempts:     1,
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
+			return false, false
+		},
+		SecureErrorLogMessage: true,
+	}
+	if c.Scheme == "https" {
+		hc.IsTLS = true
+		hc.TLSConfig = &tls.Config{
+			ServerName:         c.Host,
+			MinVersion:         tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		}
+	}
+	return hc
+}
+
+// Weight is the backend's current weight, 0..config.MaxWeight.
+func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// State is the backend's current admin state.
+func (b *Backend) State() State { return State(b.state.Load()) }
+
+// Healthy reports the backend's last health verdict.
+func (b *Backend) Healthy() bool { return b.healthy.Load() }
+
+// Active is the number of requests in flight to the backend.
+func (b *Backend) Active() int64 { return b.active.Load() }
+
+// Requests is the number of requests sent to the backend since it was added.
+func (b *Backend) Requests() uint64 { return b.requests.Load() }
+
+// Failures is the number of requests to the backend that failed.
+func (b *Backend) Failures() uint64 { return b.failures.Load() }
+
+// LastCheck is the backend's latest health-check result, nil before the first.
+func (b *Backend) LastCheck() *CheckResult { return b.lastCheck.Load() }
+
+// HasRoom reports whether the backend is below its max_conns limit.
+func (b *Backend) HasRoom() bool {
+	return b.maxConns == 0 || b.active.Load() < b.maxConns
+}
+
+// Acquire counts a request as in flight and sent; Release must follow.
+func (b *Backend) Acquire() {
+	b.active.Add(1)
+	b.requests.Add(1)
+}
+
+// Release ends a request counted by Acquire.
+func (b *Backend) Release() { b.active.Add(-1) }
+
+// eligible reports whether the backend may take new, non-sticky requests.
+func (b *Backend) eligible() bool {
+	return b.State() == StateActive && b.Healthy() && b.Weight() > 0 && !b.removed.Load()
+}
