@@ -1,0 +1,171 @@
+// Package proxy is fastlb's request path: a fasthttp handler that checks the
+// request, rewrites its headers, picks a backend, forwards, retries where it
+// is safe, and maps failures to 502, 503 and 504.
+package proxy
+
+import (
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/balancer"
+	"fastlb/upstream"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	BackendTimeout time.Duration // limit for one attempt at one backend
+	Retries        int           // further attempts on other backends
+	Logger         *slog.Logger
+}
+
+// Proxy forwards requests to the backends of a pool. It is safe for
+// concurrent use; ServeHTTP takes no lock and, on success, allocates nothing.
+type Proxy struct {
+	pool   *upstream.Pool
+	policy balancer.Policy
+	opts   Options
+
+	idPrefix [8]byte // random per process, so request ids differ across restarts
+	idSeq    atomic.Uint64
+}
+
+// New returns a proxy over pool that picks backends with policy. The caller
+// connects policy to the pool (pool.Watch(policy.Update)).
+func New(pool *upstream.Pool, policy balancer.Policy, opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := &Proxy{pool: pool, policy: policy, opts: opts}
+	rand.Read(p.idPrefix[:])
+	return p
+}
+
+// ServeHTTP handles one client request.
+func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	req := &ctx.Request
+	if err := checkHeaders(req.Header.RawHeaders(), req.Header.ContentLength() == -1); err != nil {
+		p.opts.Logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
+		ctx.SetConnectionClose()
+		writeError(ctx, fasthttp.StatusBadRequest)
+		return
+	}
+	removeHopByHop(&req.Header)
+	// fastlb has already read the body; the backend must not wait to be
+	// invited to send it.
+	req.Header.Del("Expect")
+	setForwarded(ctx)
+	if len(req.Header.PeekBytes(headerRequestID)) == 0 {
+		var buf [40]byte
+		req.Header.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
+	}
+
+	resp := &ctx.Response
+	isTLS := ctx.IsTLS()
+	var tried balancer.Tried
+	for {
+		b := p.policy.Pick(tried)
+		if b == nil {
+			if tried.Len() == 0 {
+				p.opts.Logger.Warn("no backend available", "status", fasthttp.StatusServiceUnavailable,
+					"method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()))
+				writeError(ctx, fasthttp.StatusServiceUnavailable)
+			}
+			// Otherwise the last failure's answer is already written.
+			return
+		}
+		tried.Add(b)
+		if wantTLS := b.Scheme == "https"; wantTLS != isTLS {
+			req.URI().SetScheme(b.Scheme)
+			isTLS = wantTLS
+		}
+		req.SetTimeout(p.opts.BackendTimeout)
+		b.Acquire()
+		err := b.Client.Do(req, resp)
+		b.Release()
+		if err == nil {
+			p.pool.RequestSucceeded(b)
+			break
+		}
+		f := classify(err)
+		p.pool.RequestFailed(b, f.connFailure, err.Error())
+		retry := tried.Len() <= p.opts.Retries && (f.nothingSent || (!f.timeout && idempotent(req)))
+		p.opts.Logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
+			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
+			"attempt", tried.Len(), "retry", retry)
+		writeError(ctx, f.status)
+		if !retry {
+			return
+		}
+	}
+	removeHopByHop(&resp.Header)
+}
+
+// failure is how a backend error is answered and counted.
+type failure struct {
+	status      int    // answer to the client when not retried
+	cause       string // for the log
+	nothingSent bool   // the request provably never reached the backend
+	timeout     bool   // never retried
+	connFailure bool   // counts towards marking the backend down at once
+}
+
+// classify maps an error of HostClient.Do to its answer. It is the one place
+// that decides between 502, 503 and 504.
+func classify(err error) failure {
+	var dial *fasthttp.ErrDialWithUpstream
+	var netErr net.Error
+	switch {
+	case errors.As(err, &dial):
+		return failure{status: fasthttp.StatusBadGateway, cause: "cannot connect", nothingSent: true, connFailure: true}
+	case errors.Is(err, fasthttp.ErrTLSHandshakeTimeout):
+		return failure{status: fasthttp.StatusBadGateway, cause: "TLS handshake timed out", nothingSent: true, connFailure: true}
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return failure{status: fasthttp.StatusServiceUnavailable, cause: "backend at max_conns", nothingSent: true}
+	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &netErr) && netErr.Timeout():
+		return failure{status: fasthttp.StatusGatewayTimeout, cause: "backend_timeout elapsed", timeout: true}
+	case errors.Is(err, fasthttp.ErrConnectionClosed):
+		return failure{status: fasthttp.StatusBadGateway, cause: "connection closed before a response", connFailure: true}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return failure{status: fasthttp.StatusBadGateway, cause: "response too large"}
+	}
+	return failure{status: fasthttp.StatusBadGateway, cause: "connection reset or invalid response", connFailure: true}
+}
+
+// idempotent reports whether a failed request may be sent again: its method
+// is idempotent (RFC 9110 section 9.2.2) and its body was not streamed.
+func idempotent(req *fasthttp.Request) bool {
+	if req.IsBodyStream() {
+		return false
+	}
+	switch string(req.Header.Method()) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions,
+		fasthttp.MethodTrace, fasthttp.MethodPut, fasthttp.MethodDelete:
+		return true
+	}
+	return false
+}
+
+var errorBodies = map[int]string{
+	fasthttp.StatusBadRequest:                  "400 Bad Request\n",
+	fasthttp.StatusRequestTimeout:              "408 Request Timeout\n",
+	fasthttp.StatusRequestEntityTooLarge:       "413 Content Too Large\n",
+	fasthttp.StatusRequestHeaderFieldsTooLarge: "431 Request Header Fields Too Large\n",
+	fasthttp.StatusBadGateway:                  "502 Bad Gateway\n",
+	fasthttp.StatusServiceUnavailable:          "503 Service Unavailable: no backend available\n",
+	fasthttp.StatusGatewayTimeout:              "504 Gateway Timeout\n",
+}
+
+// writeError replaces the response with fastlb's own answer for status.
+func writeError(ctx *fasthttp.RequestCtx, status int) {
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.SetBodyString(errorBodies[status])
+}

@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/config"
+)
+
+// NewServer returns the client-facing fasthttp server for handler, with the
+// settings a proxy needs: byte-exact forwarding (no multipart parsing, no
+// default Server or Content-Type header), the configured limits and timeouts,
+// and 431 / 413 / 408 / 400 answers for requests it cannot read.
+func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      handler,
+		ErrorHandler:                 errorHandler,
+		ReadBufferSize:               cfg.MaxHeaderBytes,
+		WriteBufferSize:              16 << 10,
+		MaxRequestBodySize:           cfg.MaxRequestBody,
+		ReadTimeout:                  cfg.ClientReadTimeout,
+		WriteTimeout:                 cfg.ClientReadTimeout,
+		IdleTimeout:                  cfg.ClientIdleTimeout,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		TCPKeepalive:                 true,
+		SecureErrorLogMessage:        true,
+		Logger:                       debugLogger{logger},
+	}
+}
+
+// errorHandler answers requests fasthttp could not parse.
+func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	status := fasthttp.StatusBadRequest
+	switch {
+	case errors.As(err, &small):
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status = fasthttp.StatusRequestEntityTooLarge
+	case errors.As(err, &netErr) && netErr.Timeout():
+		status = fasthttp.StatusRequestTimeout
+	}
+	ctx.SetConnectionClose()
+	writeError(ctx, status)
+}
+
+// debugLogger sends fasthttp's own messages (mostly about connections that
+// sent something unparseable) to the debug level.
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(format string, args ...any) {
+	if d.l.Enabled(context.Background(), slog.LevelDebug) {
+		d.l.Debug(fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,193 @@
+// Package testbackends provides real HTTP backends for tests, demos and
+// benchmarks: configurable latency, error rate and response size, a health
+// endpoint that can be turned down and up, an echo of what was received, and
+// endpoints that misbehave on purpose.
+//
+// Routes:
+//
+//	GET  /health                  200 "ok", or 503 while turned down
+//	POST /control/health/down     turn /health down (also GET, for curl)
+//	POST /control/health/up       turn /health up
+//	ANY  /echo...                 JSON of the request as received
+//	ANY  /status/{code}           answer with that status
+//	ANY  /delay/{duration}        answer after that long ("250ms")
+//	ANY  /close                   close the connection without answering
+//	ANY  /garbage                 answer bytes that are not HTTP
+//	ANY  anything else            "backend NAME" padded to Size bytes
+//
+// Every response carries "X-Backend: NAME" and "Server: testbackend".
+package testbackends
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Options shape a backend's answers. The zero value answers at once, never
+// fails on purpose, and sends a short body.
+type Options struct {
+	Name      string        // sent as X-Backend; defaults to the listen address
+	Latency   time.Duration // added to every answer
+	ErrorRate float64       // fraction of ordinary requests answered 500, 0..1
+	Size      int           // body size of ordinary answers; 0 = just "backend NAME\n"
+}
+
+// Server is one test backend. It is safe for concurrent use.
+type Server struct {
+	opts     Options
+	body     []byte
+	srv      *fasthttp.Server
+	ln       net.Listener
+	down     atomic.Bool
+	requests atomic.Int64
+}
+
+// Start listens on addr ("127.0.0.1:0" for any free port) and serves in the
+// background until Close.
+func Start(addr string, opts Options) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Name == "" {
+		opts.Name = ln.Addr().String()
+	}
+	s := &Server{opts: opts, ln: ln}
+	s.body = []byte("backend " + opts.Name + "\n")
+	if opts.Size > len(s.body) {
+		s.body = append(s.body, bytes.Repeat([]byte("x"), opts.Size-len(s.body)-1)...)
+		s.body = append(s.body, '\n')
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                      s.handle,
+		Name:                         "testbackend",
+		DisablePreParseMultipartForm: true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               64 << 10,
+		MaxRequestBodySize:           256 << 20,
+		CloseOnShutdown:              true,
+	}
+	go s.srv.Serve(ln) //nolint:errcheck // returns when Close closes the listener
+	return s, nil
+}
+
+// Addr is the address the backend listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is "http://" + Addr.
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// Name is the value the backend sends as X-Backend.
+func (s *Server) Name() string { return s.opts.Name }
+
+// Requests counts the requests the backend has received.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// SetHealthy turns the /health endpoint up or down.
+func (s *Server) SetHealthy(up bool) { s.down.Store(!up) }
+
+// Close stops the backend and closes its connections, open ones included.
+func (s *Server) Close() error {
+	return s.srv.Shutdown()
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	s.requests.Add(1)
+	ctx.Response.Header.Set("X-Backend", s.opts.Name)
+	if s.opts.Latency > 0 {
+		time.Sleep(s.opts.Latency)
+	}
+	path := ctx.Path()
+	switch {
+	case string(path) == "/health":
+		if s.down.Load() {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString("down\n")
+			return
+		}
+		ctx.SetBodyString("ok\n")
+	case string(path) == "/control/health/down":
+		s.SetHealthy(false)
+		ctx.SetBodyString("health down\n")
+	case string(path) == "/control/health/up":
+		s.SetHealthy(true)
+		ctx.SetBodyString("health up\n")
+	case bytes.HasPrefix(path, []byte("/echo")):
+		s.echo(ctx)
+	case bytes.HasPrefix(path, []byte("/status/")):
+		code, err := strconv.Atoi(string(path[len("/status/"):]))
+		if err != nil || code < 200 || code > 599 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		ctx.SetStatusCode(code)
+		ctx.SetBodyString("status " + strconv.Itoa(code) + "\n")
+	case bytes.HasPrefix(path, []byte("/delay/")):
+		d, err := time.ParseDuration(string(path[len("/delay/"):]))
+		if err != nil {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		time.Sleep(d)
+		ctx.SetBody(s.body)
+	case string(path) == "/close":
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) {})
+	case string(path) == "/garbage":
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) { c.Write([]byte("this is not HTTP\r\n\r\n")) }) //nolint:errcheck
+	default:
+		if s.opts.ErrorRate > 0 && rand.Float64() < s.opts.ErrorRate {
+			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+			ctx.SetBodyString("injected error\n")
+			return
+		}
+		ctx.SetBody(s.body)
+	}
+}
+
+// Echo is what /echo answers: the request exactly as the backend received it.
+type Echo struct {
+	Backend string      `json:"backend"`
+	Method  string      `json:"method"`
+	URI     string      `json:"uri"` // the request-target, byte for byte
+	Proto   string      `json:"proto"`
+	Headers [][2]string `json:"headers"` // in order, repeated names kept
+	Body    string      `json:"body"`
+}
+
+func (s *Server) echo(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Request.Header
+	e := Echo{
+		Backend: s.opts.Name,
+		Method:  string(h.Method()),
+		URI:     string(h.RequestURI()),
+		Proto:   string(h.Protocol()),
+		Body:    string(ctx.Request.Body()),
+	}
+	for k, v := range h.All() {
+		e.Headers = append(e.Headers, [2]string{string(k), string(v)})
+	}
+	out, _ := json.Marshal(e)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(out)
+}
+
+// Get returns the values of a header in an Echo, matching the name without
+// regard to case.
+func (e *Echo) Get(name string) []string {
+	var out []string
+	for _, kv := range e.Headers {
+		if bytes.EqualFold([]byte(kv[0]), []byte(name)) {
+			out = append(out, kv[1])
+		}
+	}
+	return out
+}
