@@ -38,33 +38,24 @@ var (
 // removeHopByHop deletes the hop-by-hop fields of h (RFC 9110 section
 // 7.6.1): Connection, every field that Connection names, and hopHeaders.
 // It works on request and response headers alike and allocates nothing.
+//
+// The names Connection lists are views into the header. Deleting with them
+// is safe: DelBytes copies the name before it looks, and deleting moves
+// header entries without touching the bytes of any value; nothing is added
+// to the header until the loop ends.
 func removeHopByHop(h header) {
-	// Copy the names listed in Connection before deleting anything: the
-	// values PeekAll returns are views into the header.
-	var names [512]byte
-	var ends [32]int
-	n, used := 0, 0
 	for _, v := range h.PeekAll("Connection") {
-		for len(v) > 0 && n < len(ends) {
+		for len(v) > 0 {
 			var tok []byte
 			if i := bytes.IndexByte(v, ','); i >= 0 {
 				tok, v = v[:i], v[i+1:]
 			} else {
 				tok, v = v, nil
 			}
-			tok = bytes.TrimSpace(tok)
-			if len(tok) == 0 || used+len(tok) > len(names) {
-				continue
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+				h.DelBytes(tok)
 			}
-			used += copy(names[used:], tok)
-			ends[n] = used
-			n++
 		}
-	}
-	start := 0
-	for _, end := range ends[:n] {
-		h.DelBytes(names[start:end])
-		start = end
 	}
 	for _, k := range hopHeaders {
 		h.Del(k)

@@ -9,6 +9,7 @@
 //	POST /control/health/down     turn /health down (also GET, for curl)
 //	POST /control/health/up       turn /health up
 //	ANY  /echo...                 JSON of the request as received
+//	ANY  /headers?h=Name:value    answer with those response headers added
 //	ANY  /status/{code}           answer with that status
 //	ANY  /delay/{duration}        answer after that long ("250ms")
 //	ANY  /close                   close the connection without answering
@@ -121,6 +122,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("health up\n")
 	case bytes.HasPrefix(path, []byte("/echo")):
 		s.echo(ctx)
+	case string(path) == "/headers":
+		for _, v := range ctx.QueryArgs().PeekMulti("h") {
+			name, value, _ := bytes.Cut(v, []byte{':'})
+			ctx.Response.Header.AddBytesKV(name, bytes.TrimSpace(value))
+		}
+		ctx.SetBody(s.body)
 	case bytes.HasPrefix(path, []byte("/status/")):
 		code, err := strconv.Atoi(string(path[len("/status/"):]))
 		if err != nil || code < 200 || code > 599 {

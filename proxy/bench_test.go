@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/balancer"
+	"fastlb/config"
+	"fastlb/testbackends"
+	"fastlb/upstream"
+)
+
+const benchRequest = "GET /api/items?page=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench\r\n" +
+	"Accept: */*\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: keep-alive\r\n\r\n"
+
+var benchRequestBytes = []byte(benchRequest)
+
+// benchProxy starts n test backends and a Proxy over them, without a
+// listener: benchmarks call ServeHTTP directly.
+func benchProxy(tb testing.TB, n int) (*Proxy, []*testbackends.Server) {
+	tb.Helper()
+	var cfgs []config.Backend
+	var servers []*testbackends.Server
+	for range n {
+		s, err := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { s.Close() })
+		servers = append(servers, s)
+		c := config.Backend{URL: s.URL(), Weight: 1}
+		if err := config.ResolveBackend(&c); err != nil {
+			tb.Fatal(err)
+		}
+		cfgs = append(cfgs, c)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pool := upstream.NewPool(cfgs, upstream.Options{Rise: 1, Fall: 3, Logger: logger,
+		Client: upstream.ClientOptions{ConnectTimeout: config.Defaults().ConnectTimeout, MaxHeaderBytes: 16 << 10}})
+	for _, b := range pool.Snapshot().All {
+		pool.ReportCheck(b, upstream.CheckResult{OK: true})
+	}
+	policy := balancer.NewSmoothWRR()
+	pool.Watch(policy.Update)
+	tb.Cleanup(pool.Close)
+	return New(pool, policy, Options{BackendTimeout: config.Defaults().BackendTimeout, Retries: 2, Logger: logger}), servers
+}
+
+// reqCtx is one reusable client request, parsed from benchRequest each time
+// as the server would parse it.
+type reqCtx struct {
+	ctx fasthttp.RequestCtx
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+func newReqCtx() *reqCtx {
+	r := &reqCtx{}
+	r.br = bufio.NewReader(&r.src)
+	r.ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}, nil)
+	return r
+}
+
+func (r *reqCtx) serve(tb testing.TB, handler fasthttp.RequestHandler) {
+	r.ctx.Request.Reset()
+	r.ctx.Response.Reset()
+	r.src.Reset(benchRequestBytes)
+	r.br.Reset(&r.src)
+	if err := r.ctx.Request.Read(r.br); err != nil {
+		tb.Fatal(err)
+	}
+	handler(&r.ctx)
+	if r.ctx.Response.StatusCode() != fasthttp.StatusOK {
+		tb.Fatalf("status %d: %s", r.ctx.Response.StatusCode(), r.ctx.Response.Body())
+	}
+}
+
+// TestProxyAllocations holds the request path to 0 allocations per request.
+func TestProxyAllocations(t *testing.T) {
+	p, _ := benchProxy(t, 3)
+	r := newReqCtx()
+	r.serve(t, p.ServeHTTP) // warm the connection pools
+	if n := testing.AllocsPerRun(500, func() { r.serve(t, p.ServeHTTP) }); n != 0 {
+		t.Errorf("%.2f allocations per proxied request, want 0", n)
+	}
+}
+
+// BenchmarkProxy measures the whole request path through the handler:
+// header checks and rewriting, the pick, and the round trip to a real
+// backend over loopback.
+func BenchmarkProxy(b *testing.B) {
+	p, _ := benchProxy(b, 3)
+	b.Run("serial", func(b *testing.B) {
+		r := newReqCtx()
+		b.ReportAllocs()
+		for b.Loop() {
+			r.serve(b, p.ServeHTTP)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			r := newReqCtx()
+			for pb.Next() {
+				r.serve(b, p.ServeHTTP)
+			}
+		})
+	})
+}
+
+// BenchmarkProxyDirect is the baseline of BenchmarkProxy: the same request
+// parsed the same way and sent with one HostClient straight to one backend,
+// with no checks, rewriting or pick.
+func BenchmarkProxyDirect(b *testing.B) {
+	_, servers := benchProxy(b, 1)
+	hc := &fasthttp.HostClient{Addr: servers[0].Addr(), DisablePathNormalizing: true, NoDefaultUserAgentHeader: true}
+	direct := func(ctx *fasthttp.RequestCtx) {
+		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("serial", func(b *testing.B) {
+		r := newReqCtx()
+		b.ReportAllocs()
+		for b.Loop() {
+			r.serve(b, direct)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			r := newReqCtx()
+			for pb.Next() {
+				r.serve(b, direct)
+			}
+		})
+	})
+}
+
+// BenchmarkProxyRewrite isolates fastlb's own work on a request: the header
+// checks, hop-by-hop removal and forwarding headers, without the round trip.
+func BenchmarkProxyRewrite(b *testing.B) {
+	p, _ := benchProxy(b, 1)
+	r := newReqCtx()
+	b.ReportAllocs()
+	for b.Loop() {
+		r.ctx.Request.Reset()
+		r.src.Reset(benchRequestBytes)
+		r.br.Reset(&r.src)
+		if err := r.ctx.Request.Read(r.br); err != nil {
+			b.Fatal(err)
+		}
+		h := &r.ctx.Request.Header
+		if err := checkHeaders(h.RawHeaders(), h.ContentLength() == -1); err != nil {
+			b.Fatal(err)
+		}
+		removeHopByHop(h)
+		setForwarded(&r.ctx)
+		var buf [40]byte
+		h.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
+	}
+}

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/balancer"
+	"fastlb/config"
+	"fastlb/healthcheck"
+	"fastlb/testbackends"
+	"fastlb/upstream"
+)
+
+// harness is a real fastlb request path on 127.0.0.1:0 in front of real test
+// backends.
+type harness struct {
+	t        *testing.T
+	backends []*testbackends.Server
+	cfg      *config.Config
+	pool     *upstream.Pool
+	checker  *healthcheck.Checker
+	server   *fasthttp.Server
+	addr     string
+	client   *http.Client
+	logs     *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startHarness starts one backend per weight and fastlb in front of them.
+// extra is merged into the configuration JSON (e.g. `"strategy": "least-conn"`).
+func startHarness(t *testing.T, extra string, weights ...int) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	var items []string
+	for i, w := range weights {
+		s, err := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: string(rune('a' + i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		h.backends = append(h.backends, s)
+		items = append(items, fmt.Sprintf(`{"url": %q, "weight": %d, "id": %q}`, s.URL(), w, s.Name()))
+	}
+	js := `{"port": 1, "admin_port": 2, "backends": [` + strings.Join(items, ",") + `]`
+	if extra != "" {
+		js += ", " + extra
+	}
+	js += "}"
+	cfg, err := config.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("config %s: %v", js, err)
+	}
+	h.start(cfg)
+	return h
+}
+
+func (h *harness) start(cfg *config.Config) {
+	t := h.t
+	h.cfg = cfg
+	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	policy, err := balancer.New(cfg.Strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pool = upstream.NewPool(cfg.Backends, upstream.Options{
+		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
+		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Logger: logger,
+	})
+	h.pool.Watch(policy.Update)
+	h.checker = healthcheck.New(h.pool, cfg)
+	h.checker.RunOnce(context.Background())
+	p := New(h.pool, policy, Options{BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger})
+	h.server = NewServer(p.ServeHTTP, cfg, logger)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = ln.Addr().String()
+	done := make(chan struct{})
+	go func() { h.server.Serve(ln); close(done) }()
+	h.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
+	t.Cleanup(func() {
+		h.server.Shutdown()
+		<-done
+		h.client.CloseIdleConnections()
+		h.pool.Close()
+	})
+}
+
+// do sends a request through fastlb and returns the response with its body read.
+func (h *harness) do(method, path string, body string, hdr ...string) (*http.Response, string) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, "http://"+h.addr+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if strings.EqualFold(hdr[i], "Host") {
+			req.Host = hdr[i+1]
+		} else {
+			req.Header.Add(hdr[i], hdr[i+1])
+		}
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// get sends a GET and returns the status and the answering backend.
+func (h *harness) get(path string) (int, string) {
+	h.t.Helper()
+	resp, _ := h.do("GET", path, "")
+	return resp.StatusCode, resp.Header.Get("X-Backend")
+}
+
+// echo sends a request to /echo... and decodes what the backend received.
+func (h *harness) echo(method, path, body string, hdr ...string) (*http.Response, testbackends.Echo) {
+	h.t.Helper()
+	resp, b := h.do(method, path, body, hdr...)
+	var e testbackends.Echo
+	if err := json.Unmarshal([]byte(b), &e); err != nil {
+		h.t.Fatalf("status %d, body %q: %v", resp.StatusCode, b, err)
+	}
+	return resp, e
+}
+
+// raw writes raw bytes on a new connection and returns everything fastlb
+// answers until it closes the connection or goes quiet.
+func (h *harness) raw(request string) string {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, request); err != nil {
+		h.t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	out, _ := io.ReadAll(bufio.NewReader(c))
+	return string(out)
+}
+
+func (h *harness) totalRequests() int64 {
+	var n int64
+	for _, b := range h.backends {
+		n += b.Requests()
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or a generous limit passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
