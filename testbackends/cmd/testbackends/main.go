@@ -3,6 +3,7 @@
 //
 //	testbackends -config config.json
 //	testbackends -ports 9001,9002 -latency 5ms -error-rate 0.01 -size 1024
+//	testbackends -config config.json -list-ports   # print the ports and exit
 //
 // Ctrl-C (SIGINT) or SIGTERM stops them all.
 package main
@@ -29,12 +30,20 @@ func main() {
 	flag.DurationVar(&opts.Latency, "latency", 0, "delay added to every answer")
 	flag.Float64Var(&opts.ErrorRate, "error-rate", 0, "fraction of ordinary requests answered 500 (0..1)")
 	flag.IntVar(&opts.Size, "size", 0, "body size of ordinary answers in bytes")
+	listOnly := flag.Bool("list-ports", false, "print the ports that would be served, one a line, and exit")
 	flag.Parse()
 
 	addrs, err := listenAddrs(*cfgPath, *ports, *bind)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbackends:", err)
 		os.Exit(1)
+	}
+	if *listOnly {
+		for _, a := range addrs {
+			_, port, _ := net.SplitHostPort(a)
+			fmt.Println(port)
+		}
+		return
 	}
 	var servers []*testbackends.Server
 	for _, addr := range addrs {

@@ -1,0 +1,47 @@
+SHELL   := /bin/bash
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+CONFIG  ?= config.json
+
+.PHONY: all build run test fmt-check vet fuzz bench-go clean
+
+all: build
+
+## build: compile fastlb and the test backends into bin/
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/fastlb ./cmd/fastlb
+	$(GO) build -o bin/testbackends ./testbackends/cmd/testbackends
+
+## run: start the test backends of $(CONFIG) and fastlb in front of them; Ctrl-C stops all
+run: build
+	@bin/testbackends -config $(CONFIG) & tb=$$!; \
+	trap 'kill $$tb 2>/dev/null; wait $$tb 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	for port in $$(bin/testbackends -config $(CONFIG) -list-ports); do \
+		for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null && break; sleep 0.05; done; \
+	done; \
+	bin/fastlb -config $(CONFIG)
+
+## test: formatting, vet, the race-enabled test suite and a short fuzz run
+test: fmt-check vet
+	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Allocations' ./balancer ./proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
+
+fmt-check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## fuzz: longer fuzzing of the configuration parser
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
+
+## bench-go: the Go benchmarks of the balancers and the request path
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy
+
+clean:
+	rm -rf bin

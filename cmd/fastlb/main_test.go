@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"fastlb/testbackends"
+)
+
+var binary string
+
+// TestMain builds the real fastlb binary once; the tests run it as an
+// operator would.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fastlb-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "fastlb")
+	out, err := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=test-1.2.3", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building fastlb: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeConfig(t *testing.T, js string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, []byte(js), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runBinary(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := runBinary(t, "-version")
+	if code != 0 || out != "fastlb test-1.2.3\n" {
+		t.Errorf("-version: exit %d, %q", code, out)
+	}
+}
+
+func TestCheckShippedConfig(t *testing.T) {
+	out, errOut, code := runBinary(t, "-check", "-config", "../../config.json")
+	if code != 0 || out != "configuration OK\n" || errOut != "" {
+		t.Errorf("-check on config.json: exit %d, out %q, err %q", code, out, errOut)
+	}
+}
+
+func TestCheckReportsEveryProblem(t *testing.T) {
+	p := writeConfig(t, `{"port": 0, "strategy": "fastest", "backends": ["http://a:1", {"url": "ftp://b", "weight": 5000}]}`)
+	out, errOut, code := runBinary(t, "-check", "-config", p)
+	if code != 1 || out != "" {
+		t.Errorf("exit %d, stdout %q; want 1 and nothing", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	want := []string{"port: must be 1..65535", "strategy: unknown strategy", "backends[1].url: scheme", "backends[1].weight: must be 0..1000"}
+	if len(lines) != len(want) {
+		t.Fatalf("want %d lines, got:\n%s", len(want), errOut)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], "fastlb: "+p+": "+w) {
+			t.Errorf("line %d = %q, want it to name %q", i, lines[i], w)
+		}
+	}
+}
+
+// TestStartupFailures: operator mistakes give one clear line and exit 1,
+// never a panic.
+func TestStartupFailures(t *testing.T) {
+	busy, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	tests := []struct {
+		name, config string
+		args         []string
+		want         string
+	}{
+		{"missing file", "", []string{"-config", "/nonexistent/fastlb.json"}, "fastlb: cannot read configuration: open /nonexistent/fastlb.json: no such file or directory"},
+		{"bad json", `{"port": 80,}`, nil, "invalid JSON at line 1, column 13"},
+		{"bad value", `{"backends": ["http://a:1"], "retries": 99}`, nil, "retries: must be 0..10, not 99"},
+		{"port in use", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": 1, "backends": []}`, port), nil,
+			fmt.Sprintf("fastlb: cannot listen on 127.0.0.1:%d: bind: address already in use", port)},
+		{"unknown flag", "", []string{"-frobnicate"}, "flag provided but not defined: -frobnicate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.config != "" {
+				args = append(args, "-config", writeConfig(t, tt.config))
+			}
+			_, errOut, code := runBinary(t, args...)
+			if code == 0 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut, tt.want)
+			}
+			if strings.Contains(errOut, "goroutine") || strings.Contains(errOut, "panic") {
+				t.Errorf("stack trace for an operator mistake:\n%s", errOut)
+			}
+		})
+	}
+}
+
+// process is a running fastlb binary.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan error
+}
+
+func (p *process) Logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startBinary runs fastlb in front of backends and waits for its
+// "fastlb serving" line.
+func startBinary(t *testing.T, extra string, backends ...*testbackends.Server) *process {
+	t.Helper()
+	var urls []string
+	for _, b := range backends {
+		urls = append(urls, fmt.Sprintf("%q", b.URL()))
+	}
+	port := freePort(t)
+	js := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": [%s]%s}`, port, freePort(t), strings.Join(urls, ","), extra)
+	p := &process{cmd: exec.Command(binary, "-config", writeConfig(t, js)), addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			if strings.Contains(sc.Text(), `msg="fastlb serving"`) {
+				once.Do(func() { close(ready) })
+			}
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+	})
+	select {
+	case <-ready:
+	case err := <-p.done:
+		t.Fatalf("fastlb exited before serving: %v\n%s", err, p.Logs())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("fastlb did not start:\n%s", p.Logs())
+	}
+	return p
+}
+
+func TestServesAndLogsStartup(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := startBinary(t, "", a)
+	resp, err := http.Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "backend a\n" {
+		t.Errorf("status %d body %q", resp.StatusCode, body)
+	}
+	logs := p.Logs()
+	if !strings.Contains(logs, "listen=http://"+p.addr) || !strings.Contains(logs, a.Addr()+"(http://"+a.Addr()+",w=1,up)") {
+		t.Errorf("start line does not name listener and backends:\n%s", logs)
+	}
+}
+
+func TestSIGTERMFinishesInFlightRequest(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := startBinary(t, `, "shutdown_timeout": "5s"`, a)
+	result := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + p.addr + "/delay/500ms")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprint(resp.StatusCode, " ", string(body))
+	}()
+	for a.Requests() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-result; got != "200 backend a\n" {
+		t.Errorf("in-flight request across SIGTERM: %q", got)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, p.Logs())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("fastlb did not exit after SIGTERM")
+	}
+	if !strings.Contains(p.Logs(), `msg="fastlb stopped"`) {
+		t.Errorf("no stop line:\n%s", p.Logs())
+	}
+}
+
+func TestShutdownTimeoutCutsLongRequests(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := startBinary(t, `, "shutdown_timeout": "200ms"`, a)
+	go http.Get("http://" + p.addr + "/delay/5s") //nolint:errcheck
+	for a.Requests() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatalf("fastlb waited past shutdown_timeout (%v so far)", time.Since(start))
+	}
+	if !strings.Contains(p.Logs(), "shutdown_timeout elapsed") {
+		t.Errorf("cut-off not logged:\n%s", p.Logs())
+	}
+}

@@ -1,0 +1,101 @@
+package healthcheck
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	"fastlb/config"
+	"fastlb/testbackends"
+	"fastlb/upstream"
+)
+
+func checkerFor(t *testing.T, extra string, urls ...string) (*Checker, *upstream.Pool) {
+	t.Helper()
+	var items []string
+	for _, u := range urls {
+		items = append(items, fmt.Sprintf("%q", u))
+	}
+	js := `{"backends": [` + strings.Join(items, ",") + `]`
+	if extra != "" {
+		js += ", " + extra
+	}
+	cfg, err := config.Parse([]byte(js + "}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := upstream.NewPool(cfg.Backends, upstream.Options{Rise: 1, Fall: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return New(pool, cfg), pool
+}
+
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func TestChecks(t *testing.T) {
+	up, err := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	defer down.Close()
+	down.SetHealthy(false)
+	dead := closedPort(t)
+
+	tests := []struct {
+		name, extra, url string
+		ok               bool
+		errHas           string
+	}{
+		{"tcp up", "", up.URL(), true, ""},
+		{"tcp refused", "", dead, false, "connection refused"},
+		{"http up", `"health_check_method": "http", "health_check": {"path": "/health"}`, up.URL(), true, ""},
+		{"http down", `"health_check_method": "http", "health_check": {"path": "/health"}`, down.URL(), false, "status 503, want 200-399"},
+		{"http tcp-alive but failing", `"health_check_method": "http", "health_check": {"path": "/status/500"}`, up.URL(), false, "status 500"},
+		{"http expected status", `"health_check_method": "http", "health_check": {"path": "/status/404", "expect_status": "404"}`, up.URL(), true, ""},
+		{"http refused", `"health_check_method": "http"`, dead, false, "connection refused"},
+		{"http timeout", `"health_check_method": "http", "health_check": {"path": "/delay/500ms", "timeout": "100ms"}`, up.URL(), false, "timed out"},
+		{"http garbage", `"health_check_method": "http", "health_check": {"path": "/garbage"}`, up.URL(), false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, pool := checkerFor(t, tt.extra, tt.url)
+			b := pool.Snapshot().All[0]
+			r := c.Check(context.Background(), b)
+			if r.OK != tt.ok || !strings.Contains(r.Err, tt.errHas) {
+				t.Errorf("Check = %+v, want ok=%v with error containing %q", r, tt.ok, tt.errHas)
+			}
+			if r.At.IsZero() || r.Latency <= 0 {
+				t.Errorf("result lacks time or latency: %+v", r)
+			}
+		})
+	}
+}
+
+func TestRunOnceReportsEveryBackend(t *testing.T) {
+	up, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	defer up.Close()
+	c, pool := checkerFor(t, "", up.URL(), closedPort(t))
+	c.RunOnce(context.Background())
+	all := pool.Snapshot().All
+	if !all[0].Healthy() || all[1].Healthy() {
+		t.Errorf("after one round: up=%v dead=%v", all[0].Healthy(), all[1].Healthy())
+	}
+	for _, b := range all {
+		if b.LastCheck() == nil {
+			t.Errorf("%s not checked", b.ID)
+		}
+	}
+}
