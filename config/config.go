@@ -38,6 +38,13 @@ type Config struct {
 	AdminPort int    // admin API port
 	AdminBind string // address the admin API binds
 
+	// AdminToken guards the admin API when not empty: every route but
+	// /healthz needs "Authorization: Bearer AdminToken". It comes from
+	// admin_token or from the file admin_token_file names (read at load).
+	AdminToken     string
+	AdminTokenFile string
+	AdminPersist   bool // write admin API changes back to the configuration file
+
 	Strategy string // one of the Strategy* constants
 
 	BackendTimeout    time.Duration // limit for a whole proxied request to one backend
@@ -54,7 +61,8 @@ type Config struct {
 	HealthCheckMethod    string // CheckTCP or CheckHTTP
 	HealthCheck          HealthCheck
 
-	LogLevel string // debug, info, warn or error
+	LogLevel  string // debug, info, warn or error
+	AccessLog string // "off", "stderr" or a file path
 
 	Backends []Backend
 }
@@ -82,12 +90,20 @@ func (h *HealthCheck) StatusOK(code int) bool {
 	return false
 }
 
+// Backend states accepted by a backend's "state" key.
+const (
+	StateActive = "active"
+	StateDrain  = "drain"
+	StateMaint  = "maint"
+)
+
 // Backend is one item of "backends", with its URL parsed.
 type Backend struct {
 	URL      string // as written
 	Weight   int    // 0..MaxWeight; 0 takes no new traffic
 	ID       string // name used by the admin API; defaults to Addr
 	MaxConns int    // 0 means unlimited
+	State    string // "active" (default), "drain" or "maint"; kept by the admin API's persistence
 
 	Scheme string // "http" or "https"
 	Host   string // host name or IP address, without port or brackets
@@ -120,6 +136,7 @@ func Defaults() *Config {
 			Rise:         2,
 			Fall:         3,
 		},
-		LogLevel: "info",
+		LogLevel:  "info",
+		AccessLog: "off",
 	}
 }

@@ -39,7 +39,7 @@ func TestSeedConfigMeansWhatItSays(t *testing.T) {
 	}
 	for i, port := range []string{"8082", "8083", "8084"} {
 		b := c.Backends[i]
-		want := Backend{URL: "http://localhost:" + port, Weight: 1, ID: "localhost:" + port,
+		want := Backend{URL: "http://localhost:" + port, Weight: 1, ID: "localhost:" + port, State: StateActive,
 			Scheme: "http", Host: "localhost", Addr: "localhost:" + port}
 		if b != want {
 			t.Errorf("backends[%d] = %+v, want %+v", i, b, want)
@@ -85,7 +85,7 @@ func TestFullConfig(t *testing.T) {
 		"health_check": {"path": "/health?full=1", "expect_status": "200, 204, 300-302", "timeout": "1s", "rise": 1, "fall": 1},
 		"log_level": "debug",
 		"backends": [
-			{"url": "https://api.internal", "weight": 0, "id": "api", "max_conns": 10},
+			{"url": "https://api.internal", "weight": 0, "id": "api", "max_conns": 10, "state": "drain"},
 			{"url": "http://[::1]:8082/", "weight": 1000},
 			"http://10.0.0.1"
 		]}`))
@@ -102,9 +102,9 @@ func TestFullConfig(t *testing.T) {
 		}
 	}
 	want := []Backend{
-		{URL: "https://api.internal", Weight: 0, ID: "api", MaxConns: 10, Scheme: "https", Host: "api.internal", Addr: "api.internal:443"},
-		{URL: "http://[::1]:8082/", Weight: 1000, ID: "[::1]:8082", Scheme: "http", Host: "::1", Addr: "[::1]:8082"},
-		{URL: "http://10.0.0.1", Weight: 1, ID: "10.0.0.1:80", Scheme: "http", Host: "10.0.0.1", Addr: "10.0.0.1:80"},
+		{URL: "https://api.internal", Weight: 0, ID: "api", MaxConns: 10, State: StateDrain, Scheme: "https", Host: "api.internal", Addr: "api.internal:443"},
+		{URL: "http://[::1]:8082/", Weight: 1000, ID: "[::1]:8082", State: StateActive, Scheme: "http", Host: "::1", Addr: "[::1]:8082"},
+		{URL: "http://10.0.0.1", Weight: 1, ID: "10.0.0.1:80", State: StateActive, Scheme: "http", Host: "10.0.0.1", Addr: "10.0.0.1:80"},
 	}
 	for i := range want {
 		if c.Backends[i] != want[i] {
@@ -176,6 +176,12 @@ func TestErrors(t *testing.T) {
 		{"rise", `{"health_check": {"rise": 0}}`, []string{"health_check.rise: must be 1..100, not 0"}},
 		{"fall", `{"health_check": {"fall": 101}}`, []string{"health_check.fall: must be 1..100, not 101"}},
 		{"log_level", `{"log_level": "verbose"}`, []string{`log_level: unknown level "verbose"`}},
+		{"public admin without token", `{"admin_bind": "0.0.0.0"}`, []string{"admin_bind: 0.0.0.0 is not a loopback address: set admin_token"}},
+		{"both tokens", `{"admin_token": "x", "admin_token_file": "/etc/hostname"}`, []string{"admin_token_file: set admin_token or admin_token_file, not both"}},
+		{"token file missing", `{"admin_token_file": "/nonexistent/token"}`, []string{"admin_token_file: cannot read: no such file or directory"}},
+		{"token with space", `{"admin_token": "a b"}`, []string{"admin_token: must not contain white space"}},
+		{"persist type", `{"admin_persist": "yes"}`, []string{"admin_persist: must be true or false, not a string"}},
+		{"access_log empty", `{"access_log": ""}`, []string{`access_log: must be "off", "stderr" or a file path`}},
 		{"not yet: sticky", `{"sticky": {"mode": "ip"}}`, []string{"sticky: not supported by this version of fastlb"}},
 		{"backends type", `{"backends": "http://a:1"}`, []string{"backends: must be an array of URLs or backend objects"}},
 		{"backend item type", `{"backends": [42]}`, []string{`backends[0]: must be a URL string or an object with "url"`}},
@@ -194,6 +200,7 @@ func TestErrors(t *testing.T) {
 		{"weight range", `{"backends": [{"url": "http://a:1", "weight": 1001}]}`, []string{"backends[0].weight: must be 0..1000, not 1001"}},
 		{"weight negative", `{"backends": [{"url": "http://a:1", "weight": -1}]}`, []string{"backends[0].weight: must be 0..1000, not -1"}},
 		{"weight type", `{"backends": [{"url": "http://a:1", "weight": "3"}]}`, []string{"backends[0].weight: must be an integer, not a string"}},
+		{"state", `{"backends": [{"url": "http://a:1", "state": "paused"}]}`, []string{`backends[0].state: unknown state "paused"`}},
 		{"max_conns", `{"backends": [{"url": "http://a:1", "max_conns": -1}]}`, []string{"backends[0].max_conns: must be 0 (unlimited) or more, not -1"}},
 		{"id chars", `{"backends": [{"url": "http://a:1", "id": "a/b"}]}`, []string{`backends[0].id: "a/b" may hold only letters, digits and ".-_:[]"`}},
 		{"id too long", `{"backends": [{"url": "http://a:1", "id": "` + strings.Repeat("x", 129) + `"}]}`, []string{"backends[0].id: must be 1 to 128 characters"}},
@@ -225,6 +232,30 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+func TestAdminToken(t *testing.T) {
+	c, err := Parse([]byte(`{"admin_bind": "0.0.0.0", "admin_token": "s3cret"}`))
+	if err != nil || c.AdminToken != "s3cret" {
+		t.Fatalf("token in file: %v %+v", err, c)
+	}
+	p := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(p, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Parse([]byte(`{"admin_bind": "::", "admin_token_file": "` + p + `"}`))
+	if err != nil || c.AdminToken != "from-file" {
+		t.Fatalf("token file: %v %+v", err, c)
+	}
+	if err := os.WriteFile(p, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte(`{"admin_token_file": "` + p + `"}`)); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty token file: %v", err)
+	}
+	if c, err := Parse([]byte(`{"admin_bind": "127.0.0.5"}`)); err != nil || c.AdminToken != "" {
+		t.Errorf("loopback without token refused: %v", err)
+	}
+}
+
 func TestLoadFile(t *testing.T) {
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.json")); err == nil ||
 		!strings.Contains(err.Error(), "cannot read configuration") {
@@ -251,6 +282,27 @@ func TestResolveBackend(t *testing.T) {
 	} {
 		if err := ResolveBackend(&bad); err == nil {
 			t.Errorf("ResolveBackend(%+v) accepted", bad)
+		}
+	}
+}
+
+func TestParseBackend(t *testing.T) {
+	b, err := ParseBackend([]byte(`{"url": "http://10.0.0.9:81", "weight": 7, "state": "maint"}`))
+	if err != nil || b.ID != "10.0.0.9:81" || b.Weight != 7 || b.State != StateMaint || b.Addr != "10.0.0.9:81" {
+		t.Fatalf("ParseBackend = %+v, %v", b, err)
+	}
+	for in, want := range map[string]string{
+		`[]`:                                   "must be a JSON object",
+		`{"url": 1}`:                           "url: must be a string, not 1",
+		`{"weight": 2}`:                        "url: is required",
+		`{"url": "http://a:1", "x": 1}`:        "x: unknown key",
+		`{"url": "http://a:1", "weight": 1e9}`: "weight: must be an integer",
+		`{"url": "http://a:1", "id": "a b"}`:   `id: "a b" may hold only`,
+		`{"url": "http://a:1",}`:               "invalid JSON at line 1",
+		``:                                     "must be a JSON object",
+	} {
+		if _, err := ParseBackend([]byte(in)); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("ParseBackend(%s) = %v, want %q", in, err, want)
 		}
 	}
 }

@@ -212,9 +212,9 @@ func (d *decoder) fill(c *Config, top []member) {
 		{"bind", d.stringTo(&c.Bind)},
 		{"admin_port", d.intTo(&c.AdminPort)},
 		{"admin_bind", d.stringTo(&c.AdminBind)},
-		{"admin_token", d.notYet},
-		{"admin_token_file", d.notYet},
-		{"admin_persist", d.notYet},
+		{"admin_token", d.stringTo(&c.AdminToken)},
+		{"admin_token_file", d.stringTo(&c.AdminTokenFile)},
+		{"admin_persist", d.boolTo(&c.AdminPersist)},
 		{"strategy", d.stringTo(&c.Strategy)},
 		{"backend_timeout", d.durationTo(&c.BackendTimeout)},
 		{"connect_timeout", d.durationTo(&c.ConnectTimeout)},
@@ -239,7 +239,7 @@ func (d *decoder) fill(c *Config, top []member) {
 		{"tls", d.notYet},
 		{"backend_tls", d.notYet},
 		{"log_level", d.stringTo(&c.LogLevel)},
-		{"access_log", d.notYet},
+		{"access_log", d.stringTo(&c.AccessLog)},
 		{"backends", func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }},
 	})
 }
@@ -260,21 +260,48 @@ func (d *decoder) backends(path string, raw json.RawMessage) []Backend {
 		case len(item) > 0 && item[0] == '"':
 			d.stringTo(&b.URL)(p, item)
 		case len(item) > 0 && item[0] == '{':
-			urlSet := false
-			d.apply(p, d.object(p, item), []field{
-				{"url", func(p string, raw json.RawMessage) { urlSet = true; d.stringTo(&b.URL)(p, raw) }},
-				{"weight", d.intTo(&b.Weight)},
-				{"id", d.stringTo(&b.ID)},
-				{"max_conns", d.intTo(&b.MaxConns)},
-			})
-			if !urlSet {
-				d.fail(join(p, "url"), "is required")
-			}
+			d.backendObject(p, item, b)
 		default:
 			d.fail(p, "must be a URL string or an object with \"url\"")
 		}
 	}
 	return out
+}
+
+// backendObject decodes a backend object into b.
+func (d *decoder) backendObject(path string, raw json.RawMessage, b *Backend) {
+	urlSet := false
+	d.apply(path, d.object(path, raw), []field{
+		{"url", func(p string, raw json.RawMessage) { urlSet = true; d.stringTo(&b.URL)(p, raw) }},
+		{"weight", d.intTo(&b.Weight)},
+		{"id", d.stringTo(&b.ID)},
+		{"max_conns", d.intTo(&b.MaxConns)},
+		{"state", d.stringTo(&b.State)},
+	})
+	if !urlSet {
+		d.fail(join(path, "url"), "is required")
+	}
+}
+
+// ParseBackend decodes and checks one backend object, such as the admin API
+// receives: {"url": ..., "weight": ..., "id": ..., "max_conns": ..., "state": ...}.
+// Problems are reported as an *Error with paths relative to the object.
+func ParseBackend(data []byte) (Backend, error) {
+	b := Backend{Weight: 1}
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		return b, &Error{Problems: []Problem{{Msg: "must be a JSON object such as {\"url\": \"http://host:port\"}"}}}
+	}
+	if err := syntaxCheck(data); err != nil {
+		return b, &Error{Problems: []Problem{{Msg: err.Error()}}}
+	}
+	d := &decoder{}
+	d.backendObject("", data, &b)
+	d.decoded = len(d.problems)
+	d.checkBackend("", &b)
+	if len(d.problems) > 0 {
+		return b, &Error{Problems: d.problems}
+	}
+	return b, nil
 }
 
 func (d *decoder) intTo(dst *int) func(string, json.RawMessage) {
@@ -297,6 +324,14 @@ func (d *decoder) stringTo(dst *string) func(string, json.RawMessage) {
 	return func(path string, raw json.RawMessage) {
 		if err := json.Unmarshal(raw, dst); err != nil {
 			d.fail(path, "must be a string, not %s", describe(raw))
+		}
+	}
+}
+
+func (d *decoder) boolTo(dst *bool) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		if err := json.Unmarshal(raw, dst); err != nil {
+			d.fail(path, "must be true or false, not %s", describe(raw))
 		}
 	}
 }
@@ -460,6 +495,10 @@ func (d *decoder) validate(c *Config) {
 	if c.Port == c.AdminPort {
 		d.fail("admin_port", "must differ from port (%d)", c.Port)
 	}
+	d.adminToken(c)
+	if c.AccessLog == "" {
+		d.fail("access_log", `must be "off", "stderr" or a file path`)
+	}
 	switch c.Strategy {
 	case StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo:
 	default:
@@ -510,26 +549,67 @@ func (d *decoder) validate(c *Config) {
 	for i := range c.Backends {
 		b := &c.Backends[i]
 		p := fmt.Sprintf("backends[%d]", i)
-		resolved := b.resolve()
-		if resolved != nil {
-			d.fail(p+".url", "%v", resolved)
-		}
-		if b.Weight < 0 || b.Weight > MaxWeight {
-			d.fail(p+".weight", "must be 0..%d, not %d", MaxWeight, b.Weight)
-		}
-		if b.MaxConns < 0 {
-			d.fail(p+".max_conns", "must be 0 (unlimited) or more, not %d", b.MaxConns)
-		}
-		if resolved != nil {
+		if !d.checkBackend(p, b) {
 			continue
 		}
-		if err := CheckID(b.ID); err != nil {
-			d.fail(p+".id", "%v", err)
-		} else if j, dup := ids[b.ID]; dup {
+		if j, dup := ids[b.ID]; dup {
 			d.fail(p+".id", "duplicate id %q (also backends[%d]; give each backend its own \"id\")", b.ID, j)
 		} else {
 			ids[b.ID] = i
 		}
+	}
+}
+
+// checkBackend validates b and fills its derived fields; it reports whether
+// b's URL and id are good.
+func (d *decoder) checkBackend(path string, b *Backend) bool {
+	resolved := b.resolve()
+	if resolved != nil {
+		d.fail(join(path, "url"), "%v", resolved)
+	}
+	if b.Weight < 0 || b.Weight > MaxWeight {
+		d.fail(join(path, "weight"), "must be 0..%d, not %d", MaxWeight, b.Weight)
+	}
+	if b.MaxConns < 0 {
+		d.fail(join(path, "max_conns"), "must be 0 (unlimited) or more, not %d", b.MaxConns)
+	}
+	if err := checkState(&b.State); err != nil {
+		d.fail(join(path, "state"), "%v", err)
+	}
+	if resolved != nil {
+		return false
+	}
+	if err := CheckID(b.ID); err != nil {
+		d.fail(join(path, "id"), "%v", err)
+		return false
+	}
+	return true
+}
+
+// adminToken reads admin_token_file and refuses an admin API open beyond
+// loopback without a token.
+func (d *decoder) adminToken(c *Config) {
+	if c.AdminToken != "" && c.AdminTokenFile != "" {
+		d.fail("admin_token_file", "set admin_token or admin_token_file, not both")
+		return
+	}
+	if c.AdminTokenFile != "" {
+		data, err := os.ReadFile(c.AdminTokenFile)
+		if err != nil {
+			d.fail("admin_token_file", "cannot read: %v", errors.Unwrap(err))
+			return
+		}
+		c.AdminToken = strings.TrimSpace(string(data))
+		if c.AdminToken == "" {
+			d.fail("admin_token_file", "%s is empty", c.AdminTokenFile)
+			return
+		}
+	}
+	if strings.ContainsAny(c.AdminToken, " \t\r\n") {
+		d.fail("admin_token", "must not contain white space")
+	}
+	if ip, err := netip.ParseAddr(c.AdminBind); err == nil && !ip.IsLoopback() && c.AdminToken == "" {
+		d.fail("admin_bind", "%s is not a loopback address: set admin_token or admin_token_file so the admin API is not open to the network", c.AdminBind)
 	}
 }
 
@@ -613,20 +693,25 @@ func (b *Backend) resolve() error {
 	return nil
 }
 
-// ResolveBackend checks a backend added at run time the way Load checks the
+// ResolveBackend checks a backend built in code the way Load checks the
 // file's backends, and fills its derived fields.
 func ResolveBackend(b *Backend) error {
-	if err := b.resolve(); err != nil {
-		return fmt.Errorf("url: %w", err)
+	d := &decoder{}
+	d.checkBackend("", b)
+	if len(d.problems) > 0 {
+		return &Error{Problems: d.problems}
 	}
-	if b.Weight < 0 || b.Weight > MaxWeight {
-		return fmt.Errorf("weight: must be 0..%d, not %d", MaxWeight, b.Weight)
-	}
-	if b.MaxConns < 0 {
-		return fmt.Errorf("max_conns: must be 0 (unlimited) or more, not %d", b.MaxConns)
-	}
-	if err := CheckID(b.ID); err != nil {
-		return fmt.Errorf("id: %w", err)
+	return nil
+}
+
+// checkState accepts a backend state, "" meaning active.
+func checkState(s *string) error {
+	switch *s {
+	case "":
+		*s = StateActive
+	case StateActive, StateDrain, StateMaint:
+	default:
+		return fmt.Errorf("unknown state %q (use %q, %q or %q)", *s, StateActive, StateDrain, StateMaint)
 	}
 	return nil
 }
