@@ -76,6 +76,11 @@ type Backend struct {
 	active   atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
+	codes    [500]atomic.Uint64 // answers by status, 100..599
+	latency  histogram
+
+	checksOK     atomic.Uint64
+	checksFailed atomic.Uint64
 
 	// Control state, written by the Pool.
 	weight    atomic.Int32
@@ -91,20 +96,45 @@ type Backend struct {
 
 // ClientOptions are the HostClient settings shared by every backend.
 type ClientOptions struct {
-	ConnectTimeout time.Duration // limit for dialling
+	ConnectTimeout time.Duration // limit for dialling; Pool.SetConnectTimeout changes it later
 	MaxHeaderBytes int           // largest response header accepted from a backend
 }
 
-func newBackend(c config.Backend, opts ClientOptions) *Backend {
+// clientSettings are a pool's ClientOptions as its backends read them.
+type clientSettings struct {
+	connectTimeout atomic.Int64
+	maxHeaderBytes int
+}
+
+func newBackend(c config.Backend, opts *clientSettings) *Backend {
 	b := &Backend{ID: c.ID, URL: c.URL, Scheme: c.Scheme, Addr: c.Addr, maxConns: int64(c.MaxConns)}
 	b.weight.Store(int32(c.Weight))
+	st, _ := parseState(c.State)
+	b.state.Store(uint32(st))
 	b.Client = newHostClient(c, opts)
 	return b
 }
 
-func newHostClient(c config.Backend, opts ClientOptions) *fasthttp.HostClient {
+// parseState maps a config state to its State; "" is active.
+func parseState(s string) (State, bool) {
+	for _, st := range []State{StateActive, StateDrain, StateMaint} {
+		if st.String() == s {
+			return st, true
+		}
+	}
+	return StateActive, s == ""
+}
+
+// ParseState maps "active", "drain" and "maint" to their State.
+func ParseState(s string) (State, bool) {
+	if s == "" {
+		return 0, false
+	}
+	return parseState(s)
+}
+
+func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient {
 	dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute} // Concurrency 0: unlimited
-	connectTimeout := opts.ConnectTimeout
 	maxConns := c.MaxConns
 	if maxConns == 0 {
 		maxConns = math.MaxInt32 // "unlimited"; fasthttp's default caps at 512
@@ -112,13 +142,16 @@ func newHostClient(c config.Backend, opts ClientOptions) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr: c.Addr,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return dialer.DialDualStackTimeout(addr, min(timeout, connectTimeout))
+			if ct := time.Duration(opts.connectTimeout.Load()); ct > 0 {
+				timeout = min(timeout, ct)
+			}
+			return dialer.DialDualStackTimeout(addr, timeout)
 		},
 		MaxConns:                      maxConns,
 		MaxConnWaitTimeout:            0, // a full backend is reported at once; the proxy tries another
 		MaxIdleConnDuration:           4 * time.Second,
 		ConnPoolStrategy:              fasthttp.LIFO,
-		ReadBufferSize:                max(opts.MaxHeaderBytes, 4096),
+		ReadBufferSize:                max(opts.maxHeaderBytes, 4096),
 		WriteBufferSize:               16 << 10,
 		DisablePathNormalizing:        true,
 		DisableHeaderNamesNormalizing: false,
@@ -174,6 +207,24 @@ func (b *Backend) Acquire() {
 
 // Release ends a request counted by Acquire.
 func (b *Backend) Release() { b.active.Add(-1) }
+
+// Observe records the status of an answer from (or on behalf of) the
+// backend and how long the attempt took. It allocates nothing.
+func (b *Backend) Observe(status int, d time.Duration) {
+	if status >= 100 && status < 600 {
+		b.codes[status-100].Add(1)
+	}
+	b.latency.observe(d)
+}
+
+// Drained reports whether the backend is draining and has no request in
+// flight: it can be taken away.
+func (b *Backend) Drained() bool {
+	return b.State() == StateDrain && b.Active() == 0
+}
+
+// MaxConns is the backend's limit of requests in flight; 0 is unlimited.
+func (b *Backend) MaxConns() int { return int(b.maxConns) }
 
 // eligible reports whether the backend may take new, non-sticky requests.
 func (b *Backend) eligible() bool {

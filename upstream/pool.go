@@ -1,12 +1,22 @@
 package upstream
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"fastlb/config"
+)
+
+// Errors of the Pool's changes that callers tell apart.
+var (
+	ErrNotFound = errors.New("no such backend")
+	ErrExists   = errors.New("a backend with that id already exists")
 )
 
 // Snapshot is an immutable view of the backend set. It is never modified
@@ -19,6 +29,16 @@ type Snapshot struct {
 	Eligible []*Backend
 }
 
+// Lookup returns the backend with the given id, or nil.
+func (s *Snapshot) Lookup(id string) *Backend {
+	for _, b := range s.All {
+		if b.ID == id {
+			return b
+		}
+	}
+	return nil
+}
+
 // Options configure a Pool.
 type Options struct {
 	Client ClientOptions
@@ -29,13 +49,18 @@ type Options struct {
 
 // Pool owns the backends and publishes snapshots of them. All methods are
 // safe for concurrent use. Changes are serialized by a mutex that the request
-// path never takes.
+// path never takes; every change publishes a new Snapshot.
 type Pool struct {
-	opts Options
-	snap atomic.Pointer[Snapshot]
+	client *clientSettings
+	logger *slog.Logger
+	rise   atomic.Int32
+	fall   atomic.Int32
+	snap   atomic.Pointer[Snapshot]
 
 	mu       sync.Mutex // serializes changes and watcher calls
-	watchers []func(*Snapshot)
+	watchers map[int]func(*Snapshot)
+	nextID   int
+	retiring sync.WaitGroup
 }
 
 // NewPool creates a pool holding one Backend per configured backend. The
@@ -44,37 +69,65 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := &Pool{opts: opts}
+	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes}
+	client.connectTimeout.Store(int64(opts.Client.ConnectTimeout))
+	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
+	p.SetHealthRules(opts.Rise, opts.Fall)
 	all := make([]*Backend, len(backends))
 	for i, c := range backends {
-		all[i] = newBackend(c, opts.Client)
+		all[i] = newBackend(c, client)
 	}
 	p.snap.Store(build(all))
 	return p
+}
+
+// SetHealthRules changes rise and fall; they apply from the next report.
+func (p *Pool) SetHealthRules(rise, fall int) {
+	p.rise.Store(int32(max(rise, 1)))
+	p.fall.Store(int32(max(fall, 1)))
+}
+
+// SetConnectTimeout changes the limit for opening connections to every
+// backend, present and future.
+func (p *Pool) SetConnectTimeout(d time.Duration) {
+	p.client.connectTimeout.Store(int64(d))
 }
 
 // Snapshot returns the current snapshot. It takes no lock.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
 
 // Watch calls fn with the current snapshot now and with every later one, in
-// order of publication. fn runs with the Pool's change lock held: it must be
-// quick and must not call the Pool's mutating methods.
-func (p *Pool) Watch(fn func(*Snapshot)) {
+// order of publication, until the returned cancel is called. fn runs with
+// the Pool's change lock held: it must be quick and must not call the Pool's
+// changing methods.
+func (p *Pool) Watch(fn func(*Snapshot)) (cancel func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.watchers = append(p.watchers, fn)
+	id := p.nextID
+	p.nextID++
+	p.watchers[id] = fn
 	fn(p.snap.Load())
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.watchers, id)
+	}
+}
+
+// publishLocked publishes a snapshot of all; p.mu must be held.
+func (p *Pool) publishLocked(all []*Backend) {
+	s := build(all)
+	p.snap.Store(s)
+	for _, fn := range p.watchers {
+		fn(s)
+	}
 }
 
 // republish rebuilds the snapshot from the backends' current state.
 func (p *Pool) republish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := build(p.snap.Load().All)
-	p.snap.Store(s)
-	for _, fn := range p.watchers {
-		fn(s)
-	}
+	p.publishLocked(p.snap.Load().All)
 }
 
 func build(all []*Backend) *Snapshot {
@@ -87,6 +140,157 @@ func build(all []*Backend) *Snapshot {
 	return s
 }
 
+// Add creates a backend and publishes it. It starts down until its first
+// health check, which a health checker watching the pool runs at once.
+func (p *Pool) Add(c config.Backend) (*Backend, error) {
+	if err := config.ResolveBackend(&c); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := p.snap.Load().All
+	for _, b := range all {
+		if b.ID == c.ID {
+			return nil, fmt.Errorf("%w: %q", ErrExists, c.ID)
+		}
+	}
+	b := newBackend(c, p.client)
+	p.publishLocked(append(slices.Clip(all), b))
+	p.logger.Info("backend added", "backend", b.ID, "url", b.URL, "weight", b.Weight(), "state", b.State().String())
+	return b, nil
+}
+
+// Remove takes a backend out of the pool. Requests in flight to it finish;
+// its connections close once the last one has.
+func (p *Pool) Remove(id string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := p.snap.Load().All
+	i := slices.IndexFunc(all, func(b *Backend) bool { return b.ID == id })
+	if i < 0 {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	b := all[i]
+	p.publishLocked(slices.Delete(slices.Clone(all), i, i+1))
+	p.retireLocked(b)
+	p.logger.Info("backend removed", "backend", id, "in_flight", b.Active())
+	return nil
+}
+
+// retireLocked marks b removed and closes its connections once its last
+// request in flight has finished.
+func (p *Pool) retireLocked(b *Backend) {
+	b.removed.Store(true)
+	p.retiring.Go(func() {
+		for b.Active() > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		b.Client.CloseIdleConnections()
+	})
+}
+
+// SetWeight changes a backend's weight (0..config.MaxWeight).
+func (p *Pool) SetWeight(id string, w int) (*Backend, error) {
+	if w < 0 || w > config.MaxWeight {
+		return nil, fmt.Errorf("weight must be 0..%d, not %d", config.MaxWeight, w)
+	}
+	return p.change(id, func(b *Backend) {
+		if old := b.Weight(); old != w {
+			b.weight.Store(int32(w))
+			p.logger.Info("backend weight changed", "backend", id, "from", old, "to", w)
+		}
+	})
+}
+
+// SetState changes a backend's admin state. Leaving maint makes the next
+// health check decide the backend's health directly, as at start.
+func (p *Pool) SetState(id string, s State) (*Backend, error) {
+	return p.change(id, func(b *Backend) {
+		old := b.State()
+		if old == s {
+			return
+		}
+		b.state.Store(uint32(s))
+		if old == StateMaint {
+			b.checked.Store(false)
+		}
+		p.logger.Info("backend state changed", "backend", id, "from", old.String(), "to", s.String())
+	})
+}
+
+func (p *Pool) change(id string, fn func(b *Backend)) (*Backend, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := p.snap.Load().All
+	i := slices.IndexFunc(all, func(b *Backend) bool { return b.ID == id })
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	fn(all[i])
+	p.publishLocked(all)
+	return all[i], nil
+}
+
+// Diff tells what Apply changed.
+type Diff struct {
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
+	Updated   []string `json:"updated"` // weight, state or (replaced) URL or max_conns changed
+	Unchanged int      `json:"unchanged"`
+}
+
+// Apply makes the pool hold exactly the given backends, in that order, and
+// publishes the result at once. A backend whose id, address and max_conns
+// are unchanged keeps its connections, counters and health; its weight and
+// state take the new values. Others are created (and start down until
+// checked) or removed (in-flight requests finish first).
+func (p *Pool) Apply(cfgs []config.Backend) Diff {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var d Diff
+	old := p.snap.Load().All
+	kept := make(map[*Backend]bool, len(old))
+	all := make([]*Backend, 0, len(cfgs))
+	for _, c := range cfgs {
+		b := p.snap.Load().Lookup(c.ID)
+		switch {
+		case b == nil:
+			d.Added = append(d.Added, c.ID)
+		case b.Scheme != c.Scheme || b.Addr != c.Addr || b.URL != c.URL || b.MaxConns() != c.MaxConns:
+			d.Updated = append(d.Updated, c.ID)
+			b = nil
+		default:
+			st, _ := parseState(c.State)
+			if b.Weight() != c.Weight || b.State() != st {
+				d.Updated = append(d.Updated, c.ID)
+				b.weight.Store(int32(c.Weight))
+				if b.State() == StateMaint && st != StateMaint {
+					b.checked.Store(false)
+				}
+				b.state.Store(uint32(st))
+			} else {
+				d.Unchanged++
+			}
+		}
+		if b == nil {
+			b = newBackend(c, p.client)
+		} else {
+			kept[b] = true
+		}
+		all = append(all, b)
+	}
+	for _, b := range old {
+		if !kept[b] {
+			if !slices.Contains(d.Updated, b.ID) {
+				d.Removed = append(d.Removed, b.ID)
+			}
+			p.retireLocked(b)
+		}
+	}
+	p.publishLocked(all)
+	return d
+}
+
 // setHealthy flips b's health and republishes when it really changed.
 func (p *Pool) setHealthy(b *Backend, up bool, cause string) {
 	if !b.healthy.CompareAndSwap(!up, up) {
@@ -95,27 +299,30 @@ func (p *Pool) setHealthy(b *Backend, up bool, cause string) {
 	b.riseCount.Store(0)
 	b.fallCount.Store(0)
 	if up {
-		p.opts.Logger.Info("backend up", "backend", b.ID, "cause", cause)
+		p.logger.Info("backend up", "backend", b.ID, "cause", cause)
 	} else {
-		p.opts.Logger.Warn("backend down", "backend", b.ID, "cause", cause)
+		p.logger.Warn("backend down", "backend", b.ID, "cause", cause)
 	}
 	p.republish()
 }
 
-// ReportCheck records an active health check of b. The first report sets b's
-// health directly; later ones flip it after Rise consecutive successes or Fall
-// consecutive failures.
+// ReportCheck records an active health check of b. The first report (and
+// the first after maint) sets b's health directly; later ones flip it after
+// rise consecutive successes or fall consecutive failures.
 func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 	b.lastCheck.Store(&r)
-	cause := "health check failed: " + r.Err
+	cause := "health check passed"
 	if r.OK {
-		cause = "health check passed"
+		b.checksOK.Add(1)
+	} else {
+		b.checksFailed.Add(1)
+		cause = "health check failed: " + r.Err
 	}
 	if b.checked.CompareAndSwap(false, true) {
-		if r.OK {
-			p.setHealthy(b, true, "first "+cause)
-		} else {
-			p.opts.Logger.Warn("backend down", "backend", b.ID, "cause", "first "+cause)
+		if r.OK != b.Healthy() {
+			p.setHealthy(b, r.OK, "first "+cause)
+		} else if !r.OK {
+			p.logger.Warn("backend down", "backend", b.ID, "cause", "first "+cause)
 		}
 		return
 	}
@@ -123,11 +330,11 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 	case r.OK && b.Healthy():
 		b.fallCount.Store(0)
 	case r.OK:
-		if int(b.riseCount.Add(1)) >= p.opts.Rise {
+		if b.riseCount.Add(1) >= p.rise.Load() {
 			p.setHealthy(b, true, cause)
 		}
 	case b.Healthy():
-		if int(b.fallCount.Add(1)) >= p.opts.Fall {
+		if b.fallCount.Add(1) >= p.fall.Load() {
 			p.setHealthy(b, false, cause)
 		}
 	default:
@@ -135,17 +342,22 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 	}
 }
 
+// Checked reports whether b has had a health check since it was added (or
+// left maint).
+func (b *Backend) Checked() bool { return b.checked.Load() }
+
 // RequestFailed records a failed request to b. A connection-level failure
 // (refused, reset, closed before a response) counts towards marking b down at
-// once: Fall of them in a row take it out of rotation without waiting for the
+// once: fall of them in a row take it out of rotation without waiting for the
 // next health check.
 func (p *Pool) RequestFailed(b *Backend, connFailure bool, cause string) {
 	b.failures.Add(1)
 	if !connFailure {
 		return
 	}
-	if int(b.connFails.Add(1)) >= p.opts.Fall && b.Healthy() {
-		p.setHealthy(b, false, "connections failed "+strconv.Itoa(p.opts.Fall)+" times in a row: "+cause)
+	fall := p.fall.Load()
+	if b.connFails.Add(1) >= fall && b.Healthy() {
+		p.setHealthy(b, false, "connections failed "+strconv.Itoa(int(fall))+" times in a row: "+cause)
 	}
 }
 
@@ -156,8 +368,10 @@ func (p *Pool) RequestSucceeded(b *Backend) {
 	}
 }
 
-// Close closes the idle connections of every backend.
+// Close waits for removed backends' requests to finish, then closes the idle
+// connections of every backend.
 func (p *Pool) Close() {
+	p.retiring.Wait()
 	for _, b := range p.snap.Load().All {
 		b.Client.CloseIdleConnections()
 	}

@@ -1,9 +1,13 @@
 package upstream
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"fastlb/config"
 )
@@ -12,7 +16,7 @@ func testPool(t *testing.T, rise, fall int, weights ...int) (*Pool, []*Backend) 
 	t.Helper()
 	cfgs := make([]config.Backend, len(weights))
 	for i, w := range weights {
-		cfgs[i] = config.Backend{URL: "http://127.0.0.1:" + string(rune('1'+i)), Weight: w}
+		cfgs[i] = config.Backend{URL: fmt.Sprintf("http://127.0.0.1:%d", i+1), Weight: w}
 		if err := config.ResolveBackend(&cfgs[i]); err != nil {
 			t.Fatal(err)
 		}
@@ -109,5 +113,165 @@ func TestWatch(t *testing.T) {
 	p.ReportCheck(bs[0], CheckResult{OK: false})
 	if len(seen) != 3 || seen[0] != 0 || seen[1] != 1 || seen[2] != 0 {
 		t.Errorf("watcher saw %v, want [0 1 0]", seen)
+	}
+}
+
+func TestAddRemove(t *testing.T) {
+	p, _ := testPool(t, 1, 1, 1)
+	var published int
+	cancel := p.Watch(func(*Snapshot) { published++ })
+	b, err := p.Add(config.Backend{URL: "http://127.0.0.1:9", ID: "new", Weight: 2})
+	if err != nil || b.ID != "new" || b.Weight() != 2 || b.Healthy() || b.Checked() {
+		t.Fatalf("Add = %+v, %v; want an unchecked, down backend", b, err)
+	}
+	if got := ids(p.Snapshot().All); len(got) != 2 || got[1] != "new" {
+		t.Fatalf("snapshot after Add: %v", got)
+	}
+	if _, err := p.Add(config.Backend{URL: "http://127.0.0.1:10", ID: "new"}); !errors.Is(err, ErrExists) {
+		t.Errorf("duplicate Add: %v, want ErrExists", err)
+	}
+	if _, err := p.Add(config.Backend{URL: "ftp://x"}); err == nil || errors.Is(err, ErrExists) {
+		t.Errorf("invalid Add: %v", err)
+	}
+	b.Acquire() // a request in flight
+	if err := p.Remove("new"); err != nil {
+		t.Fatal(err)
+	}
+	if p.Snapshot().Lookup("new") != nil {
+		t.Fatal("removed backend still in the snapshot")
+	}
+	if err := p.Remove("new"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Remove: %v, want ErrNotFound", err)
+	}
+	done := make(chan struct{})
+	go func() { p.Close(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("Close returned while a removed backend still had a request in flight")
+	case <-time.After(60 * time.Millisecond):
+	}
+	b.Release()
+	<-done
+	cancel()
+	before := published
+	p.Add(config.Backend{URL: "http://127.0.0.1:11"})
+	if published != before {
+		t.Error("a cancelled watcher was still called")
+	}
+	if published != 3 { // at Watch, Add, Remove
+		t.Errorf("watcher called %d times, want 3", published)
+	}
+}
+
+func TestWeightAndState(t *testing.T) {
+	p, bs := testPool(t, 1, 1, 1, 1)
+	for _, b := range bs {
+		p.ReportCheck(b, CheckResult{OK: true})
+	}
+	id := bs[0].ID
+	if _, err := p.SetWeight(id, 0); err != nil || len(p.Snapshot().Eligible) != 1 {
+		t.Fatalf("weight 0: %v, eligible %v", err, ids(p.Snapshot().Eligible))
+	}
+	if _, err := p.SetWeight(id, 1001); err == nil {
+		t.Error("weight 1001 accepted")
+	}
+	if _, err := p.SetWeight("nope", 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	p.SetWeight(id, 5)
+	bs[0].Acquire()
+	b, err := p.SetState(id, StateDrain)
+	if err != nil || b.State() != StateDrain || len(p.Snapshot().Eligible) != 1 {
+		t.Fatalf("drain: %v, eligible %v", err, ids(p.Snapshot().Eligible))
+	}
+	if b.Drained() {
+		t.Error("drained with a request in flight")
+	}
+	b.Release()
+	if !b.Drained() {
+		t.Error("not drained after its last request")
+	}
+	p.SetState(id, StateMaint)
+	if b.Drained() || len(p.Snapshot().Eligible) != 1 {
+		t.Error("maint backend drained or eligible")
+	}
+	p.SetState(id, StateActive)
+	if b.Checked() {
+		t.Error("leaving maint must make the next check decide health directly")
+	}
+	p.ReportCheck(b, CheckResult{OK: true})
+	if len(p.Snapshot().Eligible) != 2 {
+		t.Errorf("after maint and a good check: eligible %v", ids(p.Snapshot().Eligible))
+	}
+}
+
+func TestApply(t *testing.T) {
+	p, bs := testPool(t, 1, 1, 1, 1, 1) // ids 127.0.0.1:1 .. :3
+	for _, b := range bs {
+		p.ReportCheck(b, CheckResult{OK: true})
+		b.Acquire()
+		b.Release()
+	}
+	cfg, err := config.Parse([]byte(`{"backends": [
+		"http://127.0.0.1:1",
+		{"url": "http://127.0.0.1:2", "weight": 4, "state": "drain"},
+		{"url": "http://127.0.0.1:7", "id": "127.0.0.1:3"},
+		"http://127.0.0.1:8"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Apply(cfg.Backends)
+	if fmt.Sprint(d.Added) != "[127.0.0.1:8]" || fmt.Sprint(d.Updated) != "[127.0.0.1:2 127.0.0.1:3]" || d.Unchanged != 1 || len(d.Removed) != 0 {
+		t.Errorf("diff = %+v", d)
+	}
+	all := p.Snapshot().All
+	if got := ids(all); fmt.Sprint(got) != "[127.0.0.1:1 127.0.0.1:2 127.0.0.1:3 127.0.0.1:8]" {
+		t.Fatalf("backends after Apply: %v", got)
+	}
+	if all[0] != bs[0] || all[0].Requests() != 1 || !all[0].Healthy() {
+		t.Error("an unchanged backend lost its counters or health")
+	}
+	if all[1] != bs[1] || all[1].Weight() != 4 || all[1].State() != StateDrain {
+		t.Error("a re-weighted backend was not updated in place")
+	}
+	if all[2] == bs[2] || all[2].Addr != "127.0.0.1:7" || all[2].Checked() {
+		t.Error("a backend with a new address was not replaced by a new, unchecked one")
+	}
+	d = p.Apply(cfg.Backends[:1])
+	if fmt.Sprint(d.Removed) != "[127.0.0.1:2 127.0.0.1:3 127.0.0.1:8]" || d.Unchanged != 1 {
+		t.Errorf("diff = %+v", d)
+	}
+	p.Close()
+}
+
+func TestMetricsOutput(t *testing.T) {
+	p, bs := testPool(t, 1, 2, 3)
+	b := bs[0]
+	p.ReportCheck(b, CheckResult{OK: true})
+	p.ReportCheck(b, CheckResult{OK: false})
+	b.Observe(200, 3*time.Millisecond)
+	b.Observe(200, 30*time.Millisecond)
+	b.Observe(502, 20*time.Second)
+	var sb strings.Builder
+	p.WriteMetrics(&sb)
+	out := sb.String()
+	for _, want := range []string{
+		`fastlb_requests_total{backend="127.0.0.1:1",code="200"} 2`,
+		`fastlb_requests_total{backend="127.0.0.1:1",code="502"} 1`,
+		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="0.005"} 1`,
+		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="0.05"} 2`,
+		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="10"} 2`,
+		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="+Inf"} 3`,
+		`fastlb_request_duration_seconds_sum{backend="127.0.0.1:1"} 20.033`,
+		`fastlb_request_duration_seconds_count{backend="127.0.0.1:1"} 3`,
+		`fastlb_backend_up{backend="127.0.0.1:1"} 1`,
+		`fastlb_backend_active_requests{backend="127.0.0.1:1"} 0`,
+		`fastlb_backend_weight{backend="127.0.0.1:1"} 3`,
+		`fastlb_health_checks_total{backend="127.0.0.1:1",result="ok"} 1`,
+		`fastlb_health_checks_total{backend="127.0.0.1:1",result="fail"} 1`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing %s in:\n%s", want, out)
+		}
 	}
 }
