@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -22,28 +23,41 @@ import (
 type Pool interface {
 	Snapshot() *upstream.Snapshot
 	ReportCheck(b *upstream.Backend, r upstream.CheckResult)
+	Watch(fn func(*upstream.Snapshot)) (cancel func())
 }
 
-// Checker checks every backend of a pool once per interval. Backends in
-// maint are not checked.
+// Checker checks every backend of a pool once per interval, and a backend
+// that has not been checked yet (just added, or back from maint) at once.
+// Backends in maint are not checked.
 type Checker struct {
 	pool     Pool
+	settings atomic.Pointer[settings]
+	now      func() time.Time
+
+	mu      sync.Mutex
+	pending map[*upstream.Backend]bool // immediate checks under way
+	wg      sync.WaitGroup
+}
+
+// settings are the parts of a Checker that a reload can change.
+type settings struct {
 	method   string
-	path     string
-	timeout  time.Duration
 	interval time.Duration
 	hc       config.HealthCheck
 	client   *fasthttp.Client // HTTP checks; apart from the proxy's pools so a full backend is still checked
-	now      func() time.Time
 }
 
 // New returns a checker for the pool, configured by cfg's health-check keys.
 func New(pool Pool, cfg *config.Config) *Checker {
-	return &Checker{
-		pool:     pool,
+	c := &Checker{pool: pool, now: time.Now, pending: map[*upstream.Backend]bool{}}
+	c.Reconfigure(cfg)
+	return c
+}
+
+// Reconfigure applies cfg's health-check keys from the next check on.
+func (c *Checker) Reconfigure(cfg *config.Config) {
+	c.settings.Store(&settings{
 		method:   cfg.HealthCheckMethod,
-		path:     cfg.HealthCheck.Path,
-		timeout:  cfg.HealthCheck.Timeout,
 		interval: cfg.HealthCheckFrequency,
 		hc:       cfg.HealthCheck,
 		client: &fasthttp.Client{
@@ -54,8 +68,7 @@ func New(pool Pool, cfg *config.Config) *Checker {
 			ReadBufferSize:            max(cfg.MaxHeaderBytes, 4096),
 			DialDualStack:             true,
 		},
-		now: time.Now,
-	}
+	})
 }
 
 // RunOnce checks every backend concurrently and returns when all have reported.
@@ -71,11 +84,17 @@ func (c *Checker) RunOnce(ctx context.Context) {
 }
 
 // Run checks every backend each interval, give or take 10% so that a fleet
-// of fastlb instances does not check in lock-step, until ctx is done.
+// of fastlb instances does not check in lock-step, and checks new backends
+// at once, until ctx is done. It returns when every check it started has
+// finished.
 func (c *Checker) Run(ctx context.Context) {
+	cancel := c.pool.Watch(func(s *upstream.Snapshot) { c.checkNew(ctx, s) })
+	defer c.wg.Wait()
+	defer cancel()
 	for {
-		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(c.interval))
-		t := time.NewTimer(c.interval + jitter)
+		interval := c.settings.Load().interval
+		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(interval))
+		t := time.NewTimer(interval + jitter)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -86,14 +105,37 @@ func (c *Checker) Run(ctx context.Context) {
 	}
 }
 
+// checkNew starts a check of every backend of s not yet checked. It runs
+// under the pool's change lock, so it only starts goroutines.
+func (c *Checker) checkNew(ctx context.Context, s *upstream.Snapshot) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range s.All {
+		if b.Checked() || b.State() == upstream.StateMaint || c.pending[b] {
+			continue
+		}
+		c.pending[b] = true
+		c.wg.Go(func() {
+			c.pool.ReportCheck(b, c.Check(ctx, b))
+			c.mu.Lock()
+			delete(c.pending, b)
+			c.mu.Unlock()
+		})
+	}
+}
+
 // Check runs one check of b and returns its result.
 func (c *Checker) Check(ctx context.Context, b *upstream.Backend) upstream.CheckResult {
+	st := c.settings.Load()
 	start := c.now()
 	var err error
-	if c.method == config.CheckHTTP {
-		err = c.checkHTTP(b)
+	if st.method == config.CheckHTTP {
+		err = st.checkHTTP(b)
 	} else {
-		err = c.checkTCP(ctx, b)
+		err = st.checkTCP(ctx, b)
 	}
 	r := upstream.CheckResult{At: start, OK: err == nil, Latency: time.Since(start)}
 	if err != nil {
@@ -102,8 +144,8 @@ func (c *Checker) Check(ctx context.Context, b *upstream.Backend) upstream.Check
 	return r
 }
 
-func (c *Checker) checkTCP(ctx context.Context, b *upstream.Backend) error {
-	d := net.Dialer{Timeout: c.timeout}
+func (st *settings) checkTCP(ctx context.Context, b *upstream.Backend) error {
+	d := net.Dialer{Timeout: st.hc.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return err
@@ -113,21 +155,21 @@ func (c *Checker) checkTCP(ctx context.Context, b *upstream.Backend) error {
 
 var errTimeout = errors.New("timed out")
 
-func (c *Checker) checkHTTP(b *upstream.Backend) error {
+func (st *settings) checkHTTP(b *upstream.Backend) error {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(b.Scheme + "://" + b.Addr + c.path)
+	req.SetRequestURI(b.Scheme + "://" + b.Addr + st.hc.Path)
 	req.Header.SetUserAgent("fastlb-health-check")
-	err := c.client.DoTimeout(req, resp, c.timeout)
+	err := st.client.DoTimeout(req, resp, st.hc.Timeout)
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return errTimeout
 	case err != nil:
 		return err
-	case !c.hc.StatusOK(resp.StatusCode()):
-		return fmt.Errorf("status %s, want %s", strconv.Itoa(resp.StatusCode()), c.hc.ExpectStatus)
+	case !st.hc.StatusOK(resp.StatusCode()):
+		return fmt.Errorf("status %s, want %s", strconv.Itoa(resp.StatusCode()), st.hc.ExpectStatus)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"fastlb/config"
 	"fastlb/testbackends"
@@ -98,4 +99,36 @@ func TestRunOnceReportsEveryBackend(t *testing.T) {
 			t.Errorf("%s not checked", b.ID)
 		}
 	}
+}
+
+// TestNewBackendCheckedAtOnce: with checks an hour apart, a backend added
+// to the pool (or back from maint) is checked without waiting.
+func TestNewBackendCheckedAtOnce(t *testing.T) {
+	up, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	defer up.Close()
+	c, pool := checkerFor(t, `"health_check_frequency": "1h"`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	b, err := pool.Add(config.Backend{URL: up.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Healthy() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !b.Healthy() {
+		t.Fatal("a new backend was not checked at once")
+	}
+	pool.SetState(b.ID, upstream.StateMaint)
+	pool.SetState(b.ID, upstream.StateActive)
+	for !b.Checked() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !b.Checked() {
+		t.Fatal("a backend back from maint was not checked at once")
+	}
+	cancel()
+	<-done
 }

@@ -92,6 +92,12 @@ func TestProxyAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(500, func() { r.serve(t, p.ServeHTTP) }); n != 0 {
 		t.Errorf("%.2f allocations per proxied request, want 0", n)
 	}
+	p.accessLog = NewAccessLog(io.Discard)
+	defer p.accessLog.Close()
+	r.serve(t, p.ServeHTTP)
+	if n := testing.AllocsPerRun(500, func() { r.serve(t, p.ServeHTTP) }); n != 0 {
+		t.Errorf("with the access log on: %.2f allocations per proxied request, want 0", n)
+	}
 }
 
 // BenchmarkProxy measures the whole request path through the handler:

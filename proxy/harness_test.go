@@ -27,15 +27,17 @@ import (
 // harness is a real fastlb request path on 127.0.0.1:0 in front of real test
 // backends.
 type harness struct {
-	t        *testing.T
-	backends []*testbackends.Server
-	cfg      *config.Config
-	pool     *upstream.Pool
-	checker  *healthcheck.Checker
-	server   *fasthttp.Server
-	addr     string
-	client   *http.Client
-	logs     *syncBuffer
+	t         *testing.T
+	backends  []*testbackends.Server
+	cfg       *config.Config
+	pool      *upstream.Pool
+	checker   *healthcheck.Checker
+	server    *fasthttp.Server
+	addr      string
+	client    *http.Client
+	logs      *syncBuffer
+	access    *syncBuffer // the access log's output
+	accessLog *AccessLog
 }
 
 type syncBuffer struct {
@@ -59,7 +61,7 @@ func (s *syncBuffer) String() string {
 // extra is merged into the configuration JSON (e.g. `"strategy": "least-conn"`).
 func startHarness(t *testing.T, extra string, weights ...int) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}}
+	h := &harness{t: t, logs: &syncBuffer{}, access: &syncBuffer{}}
 	var items []string
 	for i, w := range weights {
 		s, err := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: string(rune('a' + i))})
@@ -98,7 +100,8 @@ func (h *harness) start(cfg *config.Config) {
 	h.pool.Watch(policy.Update)
 	h.checker = healthcheck.New(h.pool, cfg)
 	h.checker.RunOnce(context.Background())
-	p := New(h.pool, policy, Options{BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger})
+	h.accessLog = NewAccessLog(h.access)
+	p := New(h.pool, policy, Options{BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger, AccessLog: h.accessLog})
 	h.server = NewServer(p.ServeHTTP, cfg, logger)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -113,6 +116,7 @@ func (h *harness) start(cfg *config.Config) {
 		<-done
 		h.client.CloseIdleConnections()
 		h.pool.Close()
+		h.accessLog.Close()
 	})
 }
 

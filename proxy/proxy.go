@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"fastlb/balancer"
@@ -22,14 +23,29 @@ type Options struct {
 	BackendTimeout time.Duration // limit for one attempt at one backend
 	Retries        int           // further attempts on other backends
 	Logger         *slog.Logger
+	// Metrics receives fastlb_retries_total and fastlb_no_backend_total;
+	// nil keeps them in a set of the proxy's own.
+	Metrics *metrics.Set
+	// AccessLog, when not nil, gets a line for every request.
+	AccessLog *AccessLog
+}
+
+// settings are the parts of a Proxy that a reload can change.
+type settings struct {
+	policy         balancer.Policy
+	backendTimeout time.Duration
+	retries        int
 }
 
 // Proxy forwards requests to the backends of a pool. It is safe for
 // concurrent use; ServeHTTP takes no lock and, on success, allocates nothing.
 type Proxy struct {
-	pool   *upstream.Pool
-	policy balancer.Policy
-	opts   Options
+	pool      *upstream.Pool
+	settings  atomic.Pointer[settings]
+	logger    *slog.Logger
+	accessLog *AccessLog
+	retries   *metrics.Counter
+	noBackend *metrics.Counter
 
 	idPrefix [8]byte // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
@@ -41,19 +57,47 @@ func New(pool *upstream.Pool, policy balancer.Policy, opts Options) *Proxy {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := &Proxy{pool: pool, policy: policy, opts: opts}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewSet()
+	}
+	p := &Proxy{
+		pool:      pool,
+		logger:    opts.Logger,
+		accessLog: opts.AccessLog,
+		retries:   opts.Metrics.NewCounter("fastlb_retries_total"),
+		noBackend: opts.Metrics.NewCounter("fastlb_no_backend_total"),
+	}
+	p.Reconfigure(policy, opts.BackendTimeout, opts.Retries)
 	rand.Read(p.idPrefix[:])
 	return p
 }
 
+// Reconfigure switches to a new policy, backend timeout and retry count.
+// Requests already running finish with the old ones.
+func (p *Proxy) Reconfigure(policy balancer.Policy, backendTimeout time.Duration, retries int) {
+	p.settings.Store(&settings{policy: policy, backendTimeout: backendTimeout, retries: retries})
+}
+
+// Policy is the policy in use.
+func (p *Proxy) Policy() balancer.Policy { return p.settings.Load().policy }
+
 // ServeHTTP handles one client request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	b := p.serve(ctx)
+	if p.accessLog != nil {
+		p.accessLog.Log(ctx, b, start, time.Now())
+	}
+}
+
+// serve forwards the request and returns the backend that answered last, or nil.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	req := &ctx.Request
 	if err := checkHeaders(req.Header.RawHeaders(), req.Header.ContentLength() == -1); err != nil {
-		p.opts.Logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
+		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
 		writeError(ctx, fasthttp.StatusBadRequest)
-		return
+		return nil
 	}
 	removeHopByHop(&req.Header)
 	// fastlb has already read the body; the backend must not wait to be
@@ -65,45 +109,56 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		req.Header.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
 	}
 
+	st := p.settings.Load()
 	resp := &ctx.Response
 	isTLS := ctx.IsTLS()
 	var tried balancer.Tried
+	var last *upstream.Backend
 	for {
-		b := p.policy.Pick(tried)
+		b := st.policy.Pick(tried)
 		if b == nil {
 			if tried.Len() == 0 {
-				p.opts.Logger.Warn("no backend available", "status", fasthttp.StatusServiceUnavailable,
+				p.noBackend.Inc()
+				p.logger.Warn("no backend available", "status", fasthttp.StatusServiceUnavailable,
 					"method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()))
 				writeError(ctx, fasthttp.StatusServiceUnavailable)
 			}
 			// Otherwise the last failure's answer is already written.
-			return
+			return last
+		}
+		if tried.Len() > 0 {
+			p.retries.Inc()
 		}
 		tried.Add(b)
+		last = b
 		if wantTLS := b.Scheme == "https"; wantTLS != isTLS {
 			req.URI().SetScheme(b.Scheme)
 			isTLS = wantTLS
 		}
-		req.SetTimeout(p.opts.BackendTimeout)
+		req.SetTimeout(st.backendTimeout)
 		b.Acquire()
+		attempt := time.Now()
 		err := b.Client.Do(req, resp)
 		b.Release()
 		if err == nil {
+			b.Observe(resp.StatusCode(), time.Since(attempt))
 			p.pool.RequestSucceeded(b)
 			break
 		}
 		f := classify(err)
+		b.Observe(f.status, time.Since(attempt))
 		p.pool.RequestFailed(b, f.connFailure, err.Error())
-		retry := tried.Len() <= p.opts.Retries && (f.nothingSent || (!f.timeout && idempotent(req)))
-		p.opts.Logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
+		retry := tried.Len() <= st.retries && (f.nothingSent || (!f.timeout && idempotent(req)))
+		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
 			"attempt", tried.Len(), "retry", retry)
 		writeError(ctx, f.status)
 		if !retry {
-			return
+			return last
 		}
 	}
 	removeHopByHop(&resp.Header)
+	return last
 }
 
 // failure is how a backend error is answered and counted.
