@@ -307,6 +307,31 @@ func TestParseBackend(t *testing.T) {
 	}
 }
 
+func TestReplaceKey(t *testing.T) {
+	in := `{"port": 9000,
+	"backends": ["http://a:1"],
+	"log_level":   "debug"}`
+	out, err := ReplaceKey([]byte(in), "backends", []byte(`["http://b:2"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "{\n  \"port\": 9000,\n  \"backends\": [\"http://b:2\"],\n  \"log_level\": \"debug\"\n}\n"
+	if string(out) != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	out, err = ReplaceKey([]byte(`{"port": 1}`), "backends", []byte(`[]`))
+	if err != nil || string(out) != "{\n  \"port\": 1,\n  \"backends\": []\n}\n" {
+		t.Errorf("adding a key: %q, %v", out, err)
+	}
+	out, err = ReplaceKey([]byte(`{}`), "backends", []byte(`[]`))
+	if err != nil || string(out) != "{\n  \"backends\": []\n}\n" {
+		t.Errorf("empty object: %q, %v", out, err)
+	}
+	if _, err := ReplaceKey([]byte(`{"a": }`), "backends", []byte(`[]`)); err == nil {
+		t.Error("invalid JSON accepted")
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(seed))
 	f.Add([]byte(`{"backends": [{"url": "http://a:1", "weight": 3}], "health_check": {"expect_status": "200,204"}}`))

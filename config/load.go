@@ -734,3 +734,43 @@ func parseStatusRanges(s string) ([]StatusRange, error) {
 	}
 	return out, nil
 }
+
+// ReplaceKey returns the JSON object data with the value of key replaced by
+// value (added at the end when absent). Every other member keeps its place
+// and its text as written, so an operator's file keeps its other settings.
+func ReplaceKey(data []byte, key string, value []byte) ([]byte, error) {
+	if err := syntaxCheck(data); err != nil {
+		return nil, err
+	}
+	d := &decoder{}
+	members := d.object("", data)
+	if len(d.problems) > 0 {
+		return nil, &Error{Problems: d.problems}
+	}
+	var out bytes.Buffer
+	out.WriteString("{\n")
+	replaced := false
+	write := func(k string, v []byte, last bool) {
+		kb, _ := json.Marshal(k)
+		out.WriteString("  ")
+		out.Write(kb)
+		out.WriteString(": ")
+		out.Write(v)
+		if !last {
+			out.WriteByte(',')
+		}
+		out.WriteByte('\n')
+	}
+	for i, m := range members {
+		v := bytes.TrimSpace(m.value)
+		if m.key == key {
+			v, replaced = value, true
+		}
+		write(m.key, v, i == len(members)-1 && replaced)
+	}
+	if !replaced {
+		write(key, value, true)
+	}
+	out.WriteString("}\n")
+	return out.Bytes(), nil
+}

@@ -92,8 +92,9 @@ func TestProxyAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(500, func() { r.serve(t, p.ServeHTTP) }); n != 0 {
 		t.Errorf("%.2f allocations per proxied request, want 0", n)
 	}
-	p.accessLog = NewAccessLog(io.Discard)
-	defer p.accessLog.Close()
+	l := NewAccessLog(io.Discard)
+	defer l.Close()
+	p.SetAccessLog(l)
 	r.serve(t, p.ServeHTTP)
 	if n := testing.AllocsPerRun(500, func() { r.serve(t, p.ServeHTTP) }); n != 0 {
 		t.Errorf("with the access log on: %.2f allocations per proxied request, want 0", n)

@@ -43,7 +43,7 @@ type Proxy struct {
 	pool      *upstream.Pool
 	settings  atomic.Pointer[settings]
 	logger    *slog.Logger
-	accessLog *AccessLog
+	accessLog atomic.Pointer[AccessLog]
 	retries   *metrics.Counter
 	noBackend *metrics.Counter
 
@@ -63,14 +63,20 @@ func New(pool *upstream.Pool, policy balancer.Policy, opts Options) *Proxy {
 	p := &Proxy{
 		pool:      pool,
 		logger:    opts.Logger,
-		accessLog: opts.AccessLog,
 		retries:   opts.Metrics.NewCounter("fastlb_retries_total"),
 		noBackend: opts.Metrics.NewCounter("fastlb_no_backend_total"),
 	}
 	p.Reconfigure(policy, opts.BackendTimeout, opts.Retries)
+	p.SetAccessLog(opts.AccessLog)
 	rand.Read(p.idPrefix[:])
 	return p
 }
+
+// SetAccessLog starts (or, with nil, stops) logging every request to l.
+func (p *Proxy) SetAccessLog(l *AccessLog) { p.accessLog.Store(l) }
+
+// AccessLog is the access log in use, or nil.
+func (p *Proxy) AccessLog() *AccessLog { return p.accessLog.Load() }
 
 // Reconfigure switches to a new policy, backend timeout and retry count.
 // Requests already running finish with the old ones.
@@ -85,8 +91,8 @@ func (p *Proxy) Policy() balancer.Policy { return p.settings.Load().policy }
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	b := p.serve(ctx)
-	if p.accessLog != nil {
-		p.accessLog.Log(ctx, b, start, time.Now())
+	if l := p.accessLog.Load(); l != nil {
+		l.Log(ctx, b, start, time.Now())
 	}
 }
 

@@ -1,0 +1,568 @@
+// Package adminapi serves fastlb's REST admin API (fasthttp/router): status,
+// Prometheus metrics, backend management, the configuration in force, and
+// reload. JSON in and out; errors are {"error": "..."} with a fitting status.
+package adminapi
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/fasthttp/router"
+	json "github.com/goccy/go-json"
+	"github.com/valyala/fasthttp"
+
+	"fastlb/config"
+	"fastlb/upstream"
+)
+
+// Runtime is what the admin API needs from the running process.
+type Runtime interface {
+	// Config is the configuration in force.
+	Config() *config.Config
+	// Reload re-reads the configuration file and applies it, as SIGHUP does.
+	Reload() (*ReloadResult, error)
+}
+
+// ReloadResult tells what a reload changed.
+type ReloadResult struct {
+	Backends upstream.Diff `json:"backends"`
+	// Applied names the settings whose new values are in force.
+	Applied []string `json:"applied"`
+	// RestartRequired names changed settings that take effect only after a
+	// restart (listeners, buffer sizes); their old values stay in force.
+	RestartRequired []string `json:"restart_required"`
+}
+
+// Options configure the admin API.
+type Options struct {
+	Pool       *upstream.Pool
+	Runtime    Runtime
+	ConfigPath string       // the file admin_persist writes back to
+	Metrics    *metrics.Set // fastlb's own metrics; the pool's and Go's are added
+	Version    string
+	Started    time.Time
+	Logger     *slog.Logger
+}
+
+// API is the admin API's handler. It is safe for concurrent use.
+type API struct {
+	opts    Options
+	handler fasthttp.RequestHandler
+
+	persistMu sync.Mutex // serializes changes and their write-back
+}
+
+// New builds the admin API's routes.
+func New(opts Options) *API {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &API{opts: opts}
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleOPTIONS = false
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, fasthttp.StatusNotFound, "no route for %s %s", ctx.Method(), ctx.Path())
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method %s not allowed on %s (allowed: %s)",
+			ctx.Method(), ctx.Path(), ctx.Response.Header.Peek("Allow"))
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		a.opts.Logger.Error("admin API handler panicked", "method", string(ctx.Method()), "path", string(ctx.Path()), "panic", fmt.Sprint(v))
+		writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
+	}
+	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+	})
+	r.GET("/metrics", a.auth(a.metrics))
+	v1 := r.Group("/api/v1")
+	v1.GET("/status", a.auth(a.status))
+	v1.GET("/backends", a.auth(a.listBackends))
+	v1.POST("/backends", a.auth(a.addBackend))
+	v1.GET("/backends/{id}", a.auth(a.getBackend))
+	v1.PATCH("/backends/{id}", a.auth(a.patchBackend))
+	v1.DELETE("/backends/{id}", a.auth(a.deleteBackend))
+	v1.GET("/config", a.auth(a.config))
+	v1.POST("/reload", a.auth(a.reload))
+	a.handler = r.Handler
+	return a
+}
+
+// Handler is the admin API's request handler.
+func (a *API) Handler(ctx *fasthttp.RequestCtx) { a.handler(ctx) }
+
+// NewServer returns the admin API's fasthttp server.
+func (a *API) NewServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               a.Handler,
+		ErrorHandler:          errorHandler,
+		Name:                  "fastlb-admin",
+		MaxRequestBodySize:    maxBody,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
+		Logger:                debugLogger{a.opts.Logger},
+	}
+}
+
+// maxBody bounds request bodies of the admin API.
+const maxBody = 64 << 10
+
+func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		status = fasthttp.StatusRequestEntityTooLarge
+	}
+	ctx.SetConnectionClose()
+	writeError(ctx, status, "cannot read the request: %s", errorCause(err))
+}
+
+func errorCause(err error) string {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		return fmt.Sprintf("body larger than %d bytes", maxBody)
+	}
+	return "malformed HTTP"
+}
+
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(format string, args ...any) { d.l.Debug(fmt.Sprintf(format, args...)) }
+
+// auth requires "Authorization: Bearer TOKEN" when a token is configured.
+// The comparison takes the same time whatever the token sent.
+func (a *API) auth(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		token := a.opts.Runtime.Config().AdminToken
+		if token != "" {
+			got, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
+			want := sha256.Sum256([]byte(token))
+			have := sha256.Sum256(bytes.TrimSpace(got))
+			if !ok || subtle.ConstantTimeCompare(want[:], have[:]) != 1 {
+				ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fastlb"`)
+				writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+				return
+			}
+		}
+		next(ctx)
+	}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode the answer: %v", err)
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(body, '\n'))
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, format string, args ...any) {
+	body, _ := json.Marshal(map[string]string{"error": fmt.Sprintf(format, args...)})
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(body, '\n'))
+}
+
+func (a *API) metrics(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	w := ctx.Response.BodyWriter()
+	if a.opts.Metrics != nil {
+		a.opts.Metrics.WritePrometheus(w)
+	}
+	a.opts.Pool.WriteMetrics(w)
+	metrics.WriteProcessMetrics(w)
+}
+
+// Status is the answer of GET /api/v1/status.
+type Status struct {
+	Version        string    `json:"version"`
+	PID            int       `json:"pid"`
+	StartedAt      time.Time `json:"started_at"`
+	UptimeSeconds  float64   `json:"uptime_seconds"`
+	Strategy       string    `json:"strategy"`
+	StickyMode     string    `json:"sticky_mode"`
+	Backends       int       `json:"backends"`
+	Healthy        int       `json:"healthy"`
+	Eligible       int       `json:"eligible"`
+	ActiveRequests int64     `json:"active_requests"`
+	RequestsTotal  uint64    `json:"requests_total"`
+}
+
+func (a *API) status(ctx *fasthttp.RequestCtx) {
+	snap := a.opts.Pool.Snapshot()
+	cfg := a.opts.Runtime.Config()
+	s := Status{
+		Version:       a.opts.Version,
+		PID:           os.Getpid(),
+		StartedAt:     a.opts.Started.UTC(),
+		UptimeSeconds: time.Since(a.opts.Started).Round(time.Millisecond).Seconds(),
+		Strategy:      cfg.Strategy,
+		StickyMode:    "off",
+		Backends:      len(snap.All),
+		Eligible:      len(snap.Eligible),
+	}
+	for _, b := range snap.All {
+		if b.Healthy() {
+			s.Healthy++
+		}
+		s.ActiveRequests += b.Active()
+		s.RequestsTotal += b.Requests()
+	}
+	writeJSON(ctx, fasthttp.StatusOK, s)
+}
+
+// Backend is a backend as the admin API shows it.
+type Backend struct {
+	ID             string     `json:"id"`
+	URL            string     `json:"url"`
+	Weight         int        `json:"weight"`
+	MaxConns       int        `json:"max_conns"`
+	State          string     `json:"state"`
+	Healthy        bool       `json:"healthy"`
+	Drained        bool       `json:"drained"`
+	ActiveRequests int64      `json:"active_requests"`
+	RequestsTotal  uint64     `json:"requests_total"`
+	FailuresTotal  uint64     `json:"failures_total"`
+	LastCheck      *LastCheck `json:"last_check"`
+}
+
+// LastCheck is a backend's latest health check.
+type LastCheck struct {
+	At        time.Time `json:"at"`
+	OK        bool      `json:"ok"`
+	LatencyMs float64   `json:"latency_ms"`
+	Error     string    `json:"error,omitempty"`
+}
+
+func view(b *upstream.Backend) Backend {
+	v := Backend{
+		ID: b.ID, URL: b.URL, Weight: b.Weight(), MaxConns: b.MaxConns(), State: b.State().String(),
+		Healthy: b.Healthy(), Drained: b.Drained(), ActiveRequests: max(b.Active(), 0),
+		RequestsTotal: b.Requests(), FailuresTotal: b.Failures(),
+	}
+	if lc := b.LastCheck(); lc != nil {
+		v.LastCheck = &LastCheck{At: lc.At.UTC(), OK: lc.OK, LatencyMs: float64(lc.Latency.Microseconds()) / 1000, Error: lc.Err}
+	}
+	return v
+}
+
+func (a *API) listBackends(ctx *fasthttp.RequestCtx) {
+	all := a.opts.Pool.Snapshot().All
+	out := make([]Backend, len(all))
+	for i, b := range all {
+		out[i] = view(b)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// backendID returns the {id} parameter, percent-decoded.
+func backendID(ctx *fasthttp.RequestCtx) (string, bool) {
+	raw, _ := ctx.UserValue("id").(string)
+	id, err := url.PathUnescape(raw)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend id %q", raw)
+		return "", false
+	}
+	return id, true
+}
+
+func (a *API) lookup(ctx *fasthttp.RequestCtx) *upstream.Backend {
+	id, ok := backendID(ctx)
+	if !ok {
+		return nil
+	}
+	b := a.opts.Pool.Snapshot().Lookup(id)
+	if b == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "no backend %q", id)
+	}
+	return b
+}
+
+func (a *API) getBackend(ctx *fasthttp.RequestCtx) {
+	if b := a.lookup(ctx); b != nil {
+		writeJSON(ctx, fasthttp.StatusOK, view(b))
+	}
+}
+
+func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
+	c, err := config.ParseBackend(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
+		return
+	}
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
+	b, err := a.opts.Pool.Add(c)
+	switch {
+	case errors.Is(err, upstream.ErrExists):
+		writeError(ctx, fasthttp.StatusConflict, "%v", err)
+		return
+	case err != nil:
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
+		return
+	}
+	if !a.persist(ctx) {
+		return
+	}
+	ctx.Response.Header.Set("Location", "/api/v1/backends/"+url.PathEscape(b.ID))
+	writeJSON(ctx, fasthttp.StatusCreated, view(b))
+}
+
+func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
+	id, ok := backendID(ctx)
+	if !ok {
+		return
+	}
+	weight, state, err := parsePatch(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return
+	}
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
+	if a.opts.Pool.Snapshot().Lookup(id) == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "no backend %q", id)
+		return
+	}
+	var b *upstream.Backend
+	if weight != nil {
+		if b, err = a.opts.Pool.SetWeight(id, *weight); err != nil {
+			writeError(ctx, statusOf(err), "%v", err)
+			return
+		}
+	}
+	if state != nil {
+		if b, err = a.opts.Pool.SetState(id, *state); err != nil {
+			writeError(ctx, statusOf(err), "%v", err)
+			return
+		}
+	}
+	if !a.persist(ctx) {
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, view(b))
+}
+
+// parsePatch decodes {"weight": n, "state": "..."}; at least one is required.
+func parsePatch(body []byte) (*int, *upstream.State, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		return nil, nil, errors.New(`body must be a JSON object such as {"weight": 3} or {"state": "drain"}`)
+	}
+	var weight *int
+	var state *upstream.State
+	for k, raw := range fields {
+		switch k {
+		case "weight":
+			var w int
+			if err := json.Unmarshal(raw, &w); err != nil || bytes.ContainsAny(raw, ".eE\"") {
+				return nil, nil, fmt.Errorf("weight: must be an integer 0..%d", config.MaxWeight)
+			}
+			if w < 0 || w > config.MaxWeight {
+				return nil, nil, fmt.Errorf("weight: must be 0..%d, not %d", config.MaxWeight, w)
+			}
+			weight = &w
+		case "state":
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, nil, errors.New(`state: must be "active", "drain" or "maint"`)
+			}
+			st, ok := upstream.ParseState(s)
+			if !ok {
+				return nil, nil, fmt.Errorf(`state: unknown state %q (use "active", "drain" or "maint")`, s)
+			}
+			state = &st
+		default:
+			return nil, nil, fmt.Errorf(`%s: unknown key (only "weight" and "state" can change)`, k)
+		}
+	}
+	if weight == nil && state == nil {
+		return nil, nil, errors.New(`nothing to change: give "weight" and/or "state"`)
+	}
+	return weight, state, nil
+}
+
+func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
+	id, ok := backendID(ctx)
+	if !ok {
+		return
+	}
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
+	if err := a.opts.Pool.Remove(id); err != nil {
+		writeError(ctx, statusOf(err), "%v", err)
+		return
+	}
+	if !a.persist(ctx) {
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func statusOf(err error) int {
+	if errors.Is(err, upstream.ErrNotFound) {
+		return fasthttp.StatusNotFound
+	}
+	return fasthttp.StatusBadRequest
+}
+
+func (a *API) config(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, Render(a.opts.Runtime.Config(), a.opts.Pool.Snapshot()))
+}
+
+func (a *API) reload(ctx *fasthttp.RequestCtx) {
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
+	res, err := a.opts.Runtime.Reload()
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "reload refused, the configuration in force is unchanged: %s", oneLine(err))
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, res)
+}
+
+// oneLine joins a multi-line error (one line per config problem) with "; ".
+func oneLine(err error) string {
+	return string(bytes.ReplaceAll([]byte(err.Error()), []byte("\n"), []byte("; ")))
+}
+
+// persist writes the current backends back to the configuration file when
+// admin_persist is on. It reports whether the handler may go on; on failure
+// it has answered 500 (the change is in force but not saved).
+func (a *API) persist(ctx *fasthttp.RequestCtx) bool {
+	if !a.opts.Runtime.Config().AdminPersist {
+		return true
+	}
+	if err := a.writeBack(); err != nil {
+		a.opts.Logger.Error("admin API change applied but not saved", "file", a.opts.ConfigPath, "error", err)
+		writeError(ctx, fasthttp.StatusInternalServerError, "the change is in force but could not be saved to %s: %v", a.opts.ConfigPath, err)
+		return false
+	}
+	return true
+}
+
+// writeBack replaces "backends" in the configuration file with the pool's
+// backends, atomically: a temporary file in the same directory, fsync, rename.
+func (a *API) writeBack() error {
+	path := a.opts.ConfigPath
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	list, err := json.MarshalIndent(persistedBackends(a.opts.Pool.Snapshot()), "  ", "  ")
+	if err != nil {
+		return err
+	}
+	data, err := config.ReplaceKey(old, "backends", list)
+	if err != nil {
+		return fmt.Errorf("the file no longer parses: %w", err)
+	}
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		dir.Sync() //nolint:errcheck // best effort: the rename is done
+		dir.Close()
+	}
+	return nil
+}
+
+// persistedBackends renders the backends as the configuration file holds
+// them: a plain URL string when nothing but the URL differs from the
+// defaults, else an object.
+func persistedBackends(s *upstream.Snapshot) []any {
+	out := make([]any, len(s.All))
+	for i, b := range s.All {
+		out[i] = persistedBackend(b)
+	}
+	return out
+}
+
+func persistedBackend(b *upstream.Backend) any {
+	defaultID := b.ID == b.Addr
+	if defaultID && b.Weight() == 1 && b.MaxConns() == 0 && b.State() == upstream.StateActive {
+		return b.URL
+	}
+	type item struct {
+		URL      string `json:"url"`
+		Weight   int    `json:"weight"`
+		ID       string `json:"id,omitempty"`
+		MaxConns int    `json:"max_conns,omitempty"`
+		State    string `json:"state,omitempty"`
+	}
+	it := item{URL: b.URL, Weight: b.Weight(), MaxConns: b.MaxConns()}
+	if !defaultID {
+		it.ID = b.ID
+	}
+	if st := b.State(); st != upstream.StateActive {
+		it.State = st.String()
+	}
+	return it
+}
+
+// Render is the configuration in force as GET /api/v1/config shows it: the
+// file's settings with the pool's current backends, durations as strings,
+// and the admin token redacted.
+func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
+	token := ""
+	if c.AdminToken != "" {
+		token = "<redacted>"
+	}
+	hc := c.HealthCheck
+	return map[string]any{
+		"port": c.Port, "bind": c.Bind, "admin_port": c.AdminPort, "admin_bind": c.AdminBind,
+		"admin_token": token, "admin_token_file": c.AdminTokenFile, "admin_persist": c.AdminPersist,
+		"strategy":        c.Strategy,
+		"backend_timeout": c.BackendTimeout.String(), "connect_timeout": c.ConnectTimeout.String(),
+		"client_read_timeout": c.ClientReadTimeout.String(), "client_idle_timeout": c.ClientIdleTimeout.String(),
+		"shutdown_timeout": c.ShutdownTimeout.String(),
+		"retries":          c.Retries, "max_header_bytes": c.MaxHeaderBytes, "max_request_body": c.MaxRequestBody,
+		"health_check_frequency": c.HealthCheckFrequency.String(), "health_check_method": c.HealthCheckMethod,
+		"health_check": map[string]any{
+			"path": hc.Path, "expect_status": hc.ExpectStatus, "timeout": hc.Timeout.String(), "rise": hc.Rise, "fall": hc.Fall,
+		},
+		"log_level": c.LogLevel, "access_log": c.AccessLog,
+		"backends": persistedBackends(s),
+	}
+}

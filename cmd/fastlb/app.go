@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"fastlb/adminapi"
+	"fastlb/balancer"
+	"fastlb/config"
+	"fastlb/healthcheck"
+	"fastlb/proxy"
+	"fastlb/upstream"
+)
+
+// app is a running fastlb.
+type app struct {
+	cfgPath string
+	cfg     atomic.Pointer[config.Config] // in force
+	logger  *slog.Logger
+	level   *slog.LevelVar
+	stderr  io.Writer
+
+	pool        *upstream.Pool
+	proxy       *proxy.Proxy
+	unwatch     func() // detaches the current policy from the pool
+	checker     *healthcheck.Checker
+	accessLog   *proxy.AccessLog
+	accessFile  *os.File // nil for "stderr"
+	server      *fasthttp.Server
+	adminServer *fasthttp.Server
+	served      chan error
+	stopHC      context.CancelFunc
+	hcDone      chan struct{}
+
+	reloadMu sync.Mutex
+}
+
+var _ adminapi.Runtime = (*app)(nil)
+
+// listen opens a TCP listener, naming the address in its error.
+func listen(bind string, port int) (net.Listener, error) {
+	addr := net.JoinHostPort(bind, strconv.Itoa(port))
+	network := "tcp4"
+	if strings.Contains(bind, ":") {
+		network = "tcp6"
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			err = opErr.Err
+		}
+		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// start builds every part, runs a first round of health checks, and serves.
+func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
+	level := new(slog.LevelVar)
+	setLevel(level, cfg.LogLevel)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	a := &app{cfgPath: cfgPath, logger: logger, level: level, stderr: stderr,
+		served: make(chan error, 2), hcDone: make(chan struct{})}
+	a.cfg.Store(cfg)
+
+	policy, err := balancer.New(cfg.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listen(cfg.Bind, cfg.Port)
+	if err != nil {
+		return nil, err
+	}
+	adminLn, err := listen(cfg.AdminBind, cfg.AdminPort)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+
+	set := metrics.NewSet()
+	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
+		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
+		Rise:   cfg.HealthCheck.Rise,
+		Fall:   cfg.HealthCheck.Fall,
+		Logger: logger,
+	})
+	a.unwatch = a.pool.Watch(policy.Update)
+	a.proxy = proxy.New(a.pool, policy, proxy.Options{
+		BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger, Metrics: set,
+	})
+	if err := a.openAccessLog(cfg.AccessLog); err != nil {
+		ln.Close()
+		adminLn.Close()
+		return nil, err
+	}
+	a.server = proxy.NewServer(a.proxy.ServeHTTP, cfg, logger)
+	set.NewGauge("fastlb_client_connections", func() float64 { return float64(a.server.GetOpenConnectionsCount()) })
+	set.NewGauge("fastlb_access_log_dropped_total", func() float64 {
+		if l := a.proxy.AccessLog(); l != nil {
+			return float64(l.Dropped())
+		}
+		return 0
+	})
+	api := adminapi.New(adminapi.Options{
+		Pool: a.pool, Runtime: a, ConfigPath: cfgPath, Metrics: set,
+		Version: version, Started: time.Now(), Logger: logger,
+	})
+	a.adminServer = api.NewServer()
+
+	a.checker = healthcheck.New(a.pool, cfg)
+	hcCtx, stopHC := context.WithCancel(context.Background())
+	a.stopHC = stopHC
+	a.checker.RunOnce(hcCtx)
+	go func() { a.checker.Run(hcCtx); close(a.hcDone) }()
+	go func() { a.served <- a.server.Serve(ln) }()
+	go func() { a.served <- a.adminServer.Serve(adminLn) }()
+
+	snap := a.pool.Snapshot()
+	var backends []string
+	for _, b := range snap.All {
+		state := "down"
+		if b.Healthy() {
+			state = "up"
+		}
+		backends = append(backends, fmt.Sprintf("%s(%s,w=%d,%s)", b.ID, b.URL, b.Weight(), state))
+	}
+	logger.Info("fastlb serving", "version", version, "listen", "http://"+ln.Addr().String(),
+		"admin", "http://"+adminLn.Addr().String(), "strategy", cfg.Strategy,
+		"backends", strings.Join(backends, " "), "healthy", fmt.Sprintf("%d/%d", len(snap.Eligible), len(snap.All)))
+	if len(snap.Eligible) == 0 {
+		logger.Warn("no backend is healthy: requests get 503 until one is")
+	}
+	return a, nil
+}
+
+// Config implements adminapi.Runtime.
+func (a *app) Config() *config.Config { return a.cfg.Load() }
+
+// openAccessLog starts the access log, or points it at a reopened file.
+func (a *app) openAccessLog(dest string) error {
+	var out io.Writer
+	var file *os.File
+	switch dest {
+	case "off":
+	case "stderr":
+		out = a.stderr
+	default:
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("access_log: %w", err)
+		}
+		out, file = f, f
+	}
+	switch {
+	case out == nil:
+		a.proxy.SetAccessLog(nil)
+	case a.accessLog == nil:
+		a.accessLog = proxy.NewAccessLog(out)
+		a.proxy.SetAccessLog(a.accessLog)
+	default:
+		a.accessLog.SetOutput(out)
+		a.proxy.SetAccessLog(a.accessLog)
+	}
+	if a.accessFile != nil {
+		a.accessFile.Close()
+	}
+	a.accessFile = file
+	return nil
+}
+
+// restartOnly lists the settings a reload cannot change: listeners and the
+// client-facing server's buffers and timeouts.
+var restartOnly = []struct {
+	key  string
+	same func(a, b *config.Config) bool
+	keep func(dst, src *config.Config)
+}{
+	{"port", func(a, b *config.Config) bool { return a.Port == b.Port }, func(d, s *config.Config) { d.Port = s.Port }},
+	{"bind", func(a, b *config.Config) bool { return a.Bind == b.Bind }, func(d, s *config.Config) { d.Bind = s.Bind }},
+	{"admin_port", func(a, b *config.Config) bool { return a.AdminPort == b.AdminPort }, func(d, s *config.Config) { d.AdminPort = s.AdminPort }},
+	{"admin_bind", func(a, b *config.Config) bool { return a.AdminBind == b.AdminBind }, func(d, s *config.Config) { d.AdminBind = s.AdminBind }},
+	{"max_header_bytes", func(a, b *config.Config) bool { return a.MaxHeaderBytes == b.MaxHeaderBytes }, func(d, s *config.Config) { d.MaxHeaderBytes = s.MaxHeaderBytes }},
+	{"max_request_body", func(a, b *config.Config) bool { return a.MaxRequestBody == b.MaxRequestBody }, func(d, s *config.Config) { d.MaxRequestBody = s.MaxRequestBody }},
+	{"client_read_timeout", func(a, b *config.Config) bool { return a.ClientReadTimeout == b.ClientReadTimeout }, func(d, s *config.Config) { d.ClientReadTimeout = s.ClientReadTimeout }},
+	{"client_idle_timeout", func(a, b *config.Config) bool { return a.ClientIdleTimeout == b.ClientIdleTimeout }, func(d, s *config.Config) { d.ClientIdleTimeout = s.ClientIdleTimeout }},
+}
+
+// Reload implements adminapi.Runtime: it re-reads the configuration file and
+// applies what changed. A file that does not validate changes nothing.
+func (a *app) Reload() (*adminapi.ReloadResult, error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	next, err := config.Load(a.cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	old := a.cfg.Load()
+	res := &adminapi.ReloadResult{Applied: []string{}, RestartRequired: []string{}}
+	for _, r := range restartOnly {
+		if !r.same(old, next) {
+			res.RestartRequired = append(res.RestartRequired, r.key)
+			r.keep(next, old)
+		}
+	}
+	if next.AccessLog != old.AccessLog || next.AccessLog != "off" {
+		// Reopen even when unchanged, so a rotated file is let go.
+		if err := a.openAccessLog(next.AccessLog); err != nil {
+			return nil, err
+		}
+		if next.AccessLog != old.AccessLog {
+			res.Applied = append(res.Applied, "access_log")
+		}
+	}
+	policy := a.proxy.Policy()
+	if next.Strategy != old.Strategy {
+		if policy, err = balancer.New(next.Strategy); err != nil {
+			return nil, err
+		}
+		a.unwatch()
+		a.unwatch = a.pool.Watch(policy.Update)
+		res.Applied = append(res.Applied, "strategy")
+	}
+	a.proxy.Reconfigure(policy, next.BackendTimeout, next.Retries)
+	a.pool.SetConnectTimeout(next.ConnectTimeout)
+	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
+	a.checker.Reconfigure(next)
+	setLevel(a.level, next.LogLevel)
+	for _, c := range []struct {
+		key     string
+		changed bool
+	}{
+		{"backend_timeout", next.BackendTimeout != old.BackendTimeout},
+		{"retries", next.Retries != old.Retries},
+		{"connect_timeout", next.ConnectTimeout != old.ConnectTimeout},
+		{"shutdown_timeout", next.ShutdownTimeout != old.ShutdownTimeout},
+		{"health_check_frequency", next.HealthCheckFrequency != old.HealthCheckFrequency},
+		{"health_check_method", next.HealthCheckMethod != old.HealthCheckMethod},
+		{"health_check", !slices.Equal(next.HealthCheck.Expect, old.HealthCheck.Expect) ||
+			next.HealthCheck.Path != old.HealthCheck.Path || next.HealthCheck.Timeout != old.HealthCheck.Timeout ||
+			next.HealthCheck.Rise != old.HealthCheck.Rise || next.HealthCheck.Fall != old.HealthCheck.Fall},
+		{"log_level", next.LogLevel != old.LogLevel},
+		{"admin_token", next.AdminToken != old.AdminToken},
+		{"admin_persist", next.AdminPersist != old.AdminPersist},
+	} {
+		if c.changed {
+			res.Applied = append(res.Applied, c.key)
+		}
+	}
+	res.Backends = a.pool.Apply(next.Backends)
+	a.cfg.Store(next)
+	return res, nil
+}
+
+// reloadOnSignal runs a reload for SIGHUP and logs its outcome.
+func (a *app) reloadOnSignal() {
+	res, err := a.Reload()
+	if err != nil {
+		a.logger.Error("reload refused; the configuration in force is unchanged", "file", a.cfgPath,
+			"error", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	a.logger.Info("configuration reloaded", "file", a.cfgPath,
+		"added", res.Backends.Added, "removed", res.Backends.Removed, "updated", res.Backends.Updated,
+		"unchanged", res.Backends.Unchanged, "applied", res.Applied)
+	if len(res.RestartRequired) > 0 {
+		a.logger.Warn("changed settings need a restart to take effect; their old values stay in force",
+			"settings", res.RestartRequired)
+	}
+}
+
+// shutdown stops accepting, lets in-flight requests finish for up to
+// shutdown_timeout, closes idle connections, stops the health checks and
+// the admin API, and flushes the access log.
+func (a *app) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), a.Config().ShutdownTimeout)
+	defer cancel()
+	if err := a.server.ShutdownWithContext(ctx); err != nil {
+		a.logger.Warn("shutdown_timeout elapsed with requests still in flight; closing", "error", err)
+	}
+	a.stopHC()
+	<-a.hcDone
+	a.pool.Close()
+	a.adminServer.Shutdown() //nolint:errcheck // the admin API has no long requests
+	for range 2 {
+		if err := <-a.served; err != nil {
+			a.logger.Error("serving stopped with an error", "error", err)
+		}
+	}
+	if a.accessLog != nil {
+		a.accessLog.Close()
+	}
+	if a.accessFile != nil {
+		a.accessFile.Close()
+	}
+	a.logger.Info("fastlb stopped")
+}
