@@ -547,7 +547,7 @@ func persistedBackend(b *upstream.Backend) any {
 func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
 	token := ""
 	if c.AdminToken != "" {
-		token = "<redacted>"
+		token = "(redacted)"
 	}
 	hc := c.HealthCheck
 	return map[string]any{

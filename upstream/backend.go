@@ -142,8 +142,12 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 	hc := &fasthttp.HostClient{
 		Addr: c.Addr,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			if ct := time.Duration(opts.connectTimeout.Load()); ct > 0 {
-				timeout = min(timeout, ct)
+			// timeout is what is left of the request's deadline (0: none).
+			if ct := time.Duration(opts.connectTimeout.Load()); ct > 0 && (timeout <= 0 || ct < timeout) {
+				timeout = ct
+			}
+			if timeout <= 0 {
+				timeout = fasthttp.DefaultDialTimeout
 			}
 			return dialer.DialDualStackTimeout(addr, timeout)
 		},
