@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +115,10 @@ func TestStartupFailures(t *testing.T) {
 		{"port in use", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": 1, "backends": []}`, port), nil,
 			fmt.Sprintf("fastlb: cannot listen on 127.0.0.1:%d: bind: address already in use", port)},
 		{"unknown flag", "", []string{"-frobnicate"}, "flag provided but not defined: -frobnicate"},
+		{"public admin without token", `{"admin_bind": "0.0.0.0", "backends": []}`, nil, "admin_bind: 0.0.0.0 is not a loopback address: set admin_token or admin_token_file"},
+		{"admin port in use", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": []}`, port+1, port), nil,
+			fmt.Sprintf("fastlb: admin API: cannot listen on 127.0.0.1:%d: bind: address already in use", port)},
+		{"access log unwritable", `{"bind": "127.0.0.1", "port": 1, "access_log": "/nonexistent/dir/access.log", "backends": []}`, nil, "access_log: open /nonexistent/dir/access.log: no such file or directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,8 +139,10 @@ func TestStartupFailures(t *testing.T) {
 
 // process is a running fastlb binary.
 type process struct {
-	cmd  *exec.Cmd
-	addr string
+	cmd       *exec.Cmd
+	addr      string
+	adminAddr string
+	cfgPath   string
 	mu   sync.Mutex
 	logs bytes.Buffer
 	done chan error
@@ -165,9 +172,11 @@ func startBinary(t *testing.T, extra string, backends ...*testbackends.Server) *
 	for _, b := range backends {
 		urls = append(urls, fmt.Sprintf("%q", b.URL()))
 	}
-	port := freePort(t)
-	js := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": [%s]%s}`, port, freePort(t), strings.Join(urls, ","), extra)
-	p := &process{cmd: exec.Command(binary, "-config", writeConfig(t, js)), addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1)}
+	port, adminPort := freePort(t), freePort(t)
+	js := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": [%s]%s}`, port, adminPort, strings.Join(urls, ","), extra)
+	cfgPath := writeConfig(t, js)
+	p := &process{cmd: exec.Command(binary, "-config", cfgPath), addr: fmt.Sprintf("127.0.0.1:%d", port),
+		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort), cfgPath: cfgPath, done: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -278,5 +287,130 @@ func TestShutdownTimeoutCutsLongRequests(t *testing.T) {
 	}
 	if !strings.Contains(p.Logs(), "shutdown_timeout elapsed") {
 		t.Errorf("cut-off not logged:\n%s", p.Logs())
+	}
+}
+
+// get returns the status and body of a GET to fastlb.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestReloadBySIGHUPAndAPI(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	b, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "b"})
+	defer b.Close()
+	p := startBinary(t, `, "admin_persist": false`, a)
+	for range 3 {
+		if code, body := get(t, "http://"+p.addr+"/"); code != 200 || body != "backend a\n" {
+			t.Fatalf("before reload: %d %q", code, body)
+		}
+	}
+	// A file that does not validate changes nothing.
+	orig, _ := os.ReadFile(p.cfgPath)
+	os.WriteFile(p.cfgPath, []byte(`{"backends": ["nope"]}`), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, `msg="reload refused; the configuration in force is unchanged"`)
+	if !strings.Contains(p.Logs(), `backends[0].url: \"nope\" has no scheme`) {
+		t.Errorf("refusal does not name the problem:\n%s", p.Logs())
+	}
+	if code, body := get(t, "http://"+p.addr+"/"); code != 200 || body != "backend a\n" {
+		t.Fatalf("after a refused reload: %d %q", code, body)
+	}
+
+	// SIGHUP with b added and a port change that needs a restart.
+	next := strings.Replace(string(orig), `"backends": [`, fmt.Sprintf(`"backends": [%q, `, b.URL()), 1)
+	next = regexp.MustCompile(`"port": \d+`).ReplaceAllString(next, `"port": 1`)
+	os.WriteFile(p.cfgPath, []byte(next), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, `msg="configuration reloaded"`)
+	waitLog(t, p, `msg="changed settings need a restart to take effect; their old values stay in force" settings=[port]`)
+	seen := map[string]bool{}
+	for range 20 {
+		_, body := get(t, "http://"+p.addr+"/")
+		seen[body] = true
+	}
+	if !seen["backend a\n"] || !seen["backend b\n"] {
+		t.Errorf("after reload: answers %v, want both backends", seen)
+	}
+
+	// The API reload removes a and keeps b with its counters.
+	code, before := get(t, "http://"+p.adminAddr+"/api/v1/backends/"+b.Addr())
+	if code != 200 || !strings.Contains(before, `"requests_total": 10`) {
+		t.Fatalf("b before API reload: %d %s", code, before)
+	}
+	os.WriteFile(p.cfgPath, []byte(strings.Replace(next, fmt.Sprintf(`, %q`, a.URL()), "", 1)), 0o600)
+	resp, err := http.Post("http://"+p.adminAddr+"/api/v1/reload", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"removed": [`) || !strings.Contains(string(body), `"unchanged": 1`) {
+		t.Fatalf("API reload: %d %s", resp.StatusCode, body)
+	}
+	for range 5 {
+		if _, body := get(t, "http://"+p.addr+"/"); body != "backend b\n" {
+			t.Fatalf("after removing a: %q", body)
+		}
+	}
+	if _, after := get(t, "http://"+p.adminAddr+"/api/v1/backends/"+b.Addr()); !strings.Contains(after, `"requests_total": 15`) {
+		t.Errorf("b lost its counters over the reload: %s", after)
+	}
+}
+
+func waitLog(t *testing.T, p *process, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Logs(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in:\n%s", want, p.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAdminAPIAndAccessLogFile(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	p := startBinary(t, fmt.Sprintf(`, "access_log": %q, "admin_token": "tok"`, logPath), a)
+	get(t, "http://"+p.addr+"/echo?x=1")
+	if code, _ := get(t, "http://"+p.adminAddr+"/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, _ := get(t, "http://"+p.adminAddr+"/api/v1/status"); code != 401 {
+		t.Errorf("status without token: %d", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.adminAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsOut, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`fastlb_requests_total{backend=%q,code="200"} 1`, a.Addr()),
+		fmt.Sprintf(`fastlb_backend_up{backend=%q} 1`, a.Addr()),
+		"fastlb_client_connections ", "fastlb_no_backend_total 0", "fastlb_retries_total 0",
+		"process_resident_memory_bytes", "go_goroutines",
+	} {
+		if !strings.Contains(string(metricsOut), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	data, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(data), `"method":"GET","uri":"/echo?x=1","status":200,"backend":"`+a.Addr()+`"`) {
+		t.Errorf("access log:\n%s", data)
 	}
 }
