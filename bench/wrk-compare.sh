@@ -9,6 +9,7 @@
 #
 #   bench/wrk-compare.sh                 # 3 rounds of 10s, 64 connections
 #   ROUNDS=5 DURATION=20s bench/wrk-compare.sh
+#   ACCESS_LOG=1 bench/wrk-compare.sh    # also fastlb with its access log on
 #
 # Needs wrk; HAProxy and nginx are measured when installed
 # (apt-get install -y wrk haproxy nginx).
@@ -20,7 +21,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPUS=${LOAD_CPUS:-1-$(($(nproc) - 1))}
-B1=19101 B2=19102 FASTLB=19200 HAPROXY=19201 NGINX=19202
+B1=19101 B2=19102 FASTLB=19200 HAPROXY=19201 NGINX=19202 FASTLB_LOG=19203
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install -y wrk)"; exit 1; }
 make -s build
@@ -40,6 +41,14 @@ cat > "$work/fastlb.json" <<JSON
 JSON
 GOMAXPROCS=1 taskset -c "$PROXY_CPU" bin/fastlb -config "$work/fastlb.json" & pids+=($!)
 targets=("direct http://127.0.0.1:$B1/" "fastlb http://127.0.0.1:$FASTLB/")
+if [ -n "${ACCESS_LOG:-}" ]; then
+	cat > "$work/fastlb-log.json" <<JSON
+{"bind": "127.0.0.1", "port": $FASTLB_LOG, "admin_port": 19298, "log_level": "error", "access_log": "$work/access.log",
+ "backends": ["http://127.0.0.1:$B1", "http://127.0.0.1:$B2"]}
+JSON
+	GOMAXPROCS=1 taskset -c "$PROXY_CPU" bin/fastlb -config "$work/fastlb-log.json" & pids+=($!)
+	targets+=("fastlb+log http://127.0.0.1:$FASTLB_LOG/")
+fi
 
 if command -v haproxy >/dev/null; then
 	cat > "$work/haproxy.cfg" <<CFG
@@ -111,7 +120,7 @@ done
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f\n", v}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-printf "%-8s %12s %10s %10s\n" target "median rps" "p99 ms" "rps/haproxy"
+printf "%-10s %12s %10s %10s\n" target "median rps" "p99 ms" "rps/haproxy"
 hap=$(awk '$1=="haproxy" {print $2}' "$work/results" | median 2>/dev/null || echo)
 for t in "${targets[@]}"; do
 	set -- $t
@@ -119,5 +128,5 @@ for t in "${targets[@]}"; do
 	p99=$(awk -v n="$1" '$1==n {print $3}' "$work/results" | to_ms | median)
 	ratio=-
 	[ -n "$hap" ] && ratio=$(awk -v a="$rps" -v b="$hap" 'BEGIN {printf "%.2f", a/b}')
-	printf "%-8s %12.0f %10.2f %10s\n" "$1" "$rps" "$p99" "$ratio"
+	printf "%-10s %12.0f %10.2f %10s\n" "$1" "$rps" "$p99" "$ratio"
 done

@@ -143,9 +143,9 @@ type process struct {
 	addr      string
 	adminAddr string
 	cfgPath   string
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan error
+	mu        sync.Mutex
+	logs      bytes.Buffer
+	done      chan error
 }
 
 func (p *process) Logs() string {
