@@ -28,6 +28,7 @@ test: fmt-check vet
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run 'Allocations' ./balancer ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 5s ./adminapi
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -35,9 +36,10 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-## fuzz: longer fuzzing of the configuration parser
+## fuzz: longer fuzzing of the configuration parser and the admin API's JSON
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 1m ./adminapi
 
 ## bench-go: the Go benchmarks of the balancers and the request path
 bench-go:
