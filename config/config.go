@@ -8,6 +8,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -61,10 +62,35 @@ type Config struct {
 	HealthCheckMethod    string // CheckTCP or CheckHTTP
 	HealthCheck          HealthCheck
 
+	Sticky Sticky
+
 	LogLevel  string // debug, info, warn or error
 	AccessLog string // "off", "stderr" or a file path
 
 	Backends []Backend
+}
+
+// Sticky modes accepted by "sticky.mode".
+const (
+	StickyOff    = "off"
+	StickyIP     = "ip"
+	StickyHeader = "header"
+	StickyCookie = "cookie"
+)
+
+// Sticky holds the "sticky" object: session affinity.
+type Sticky struct {
+	Mode          string        // one of the Sticky* constants
+	Cookie        string        // cookie name in cookie mode
+	CookieInsert  bool          // fastlb sets the cookie (else it hashes the application's)
+	CookieMaxAge  time.Duration // Max-Age of the inserted cookie; 0 = a session cookie
+	CookieSecret  string        // key of the inserted cookie's value; empty = random at start
+	Header        string        // header name in header mode
+	BalanceFactor float64       // bounded loads: 0 = off, else at least 1
+	// TrustedProxies are the peers whose X-Forwarded-For is believed in ip
+	// mode, as written; Trusted holds them parsed.
+	TrustedProxies []string
+	Trusted        []netip.Prefix
 }
 
 // HealthCheck holds the "health_check" object.
@@ -136,6 +162,7 @@ func Defaults() *Config {
 			Rise:         2,
 			Fall:         3,
 		},
+		Sticky:    Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
 		LogLevel:  "info",
 		AccessLog: "off",
 	}

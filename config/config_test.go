@@ -182,7 +182,22 @@ func TestErrors(t *testing.T) {
 		{"token with space", `{"admin_token": "a b"}`, []string{"admin_token: must not contain white space"}},
 		{"persist type", `{"admin_persist": "yes"}`, []string{"admin_persist: must be true or false, not a string"}},
 		{"access_log empty", `{"access_log": ""}`, []string{`access_log: must be "off", "stderr" or a file path`}},
-		{"not yet: sticky", `{"sticky": {"mode": "ip"}}`, []string{"sticky: not supported by this version of fastlb"}},
+		{"sticky type", `{"sticky": "ip"}`, []string{"sticky: must be an object"}},
+		{"sticky mode", `{"sticky": {"mode": "session"}}`, []string{`sticky.mode: unknown mode "session"`}},
+		{"sticky header missing", `{"sticky": {"mode": "header"}}`, []string{`sticky.header: must name a header when sticky.mode is "header"`}},
+		{"sticky header name", `{"sticky": {"mode": "header", "header": "X User"}}`, []string{`sticky.header: "X User" is not a valid header name`}},
+		{"sticky cookie name", `{"sticky": {"mode": "cookie", "cookie": "a;b"}}`, []string{`sticky.cookie: "a;b" is not a valid cookie name`}},
+		{"sticky cookie empty", `{"sticky": {"cookie": ""}}`, []string{`sticky.cookie: "" is not a valid cookie name`}},
+		{"sticky insert type", `{"sticky": {"cookie_insert": 1}}`, []string{"sticky.cookie_insert: must be true or false, not 1"}},
+		{"sticky max age", `{"sticky": {"cookie_max_age": "-1h"}}`, []string{"sticky.cookie_max_age: must not be negative"}},
+		{"sticky secret short", `{"sticky": {"cookie_secret": "short"}}`, []string{"sticky.cookie_secret: must be at least 16 characters"}},
+		{"balance factor low", `{"sticky": {"balance_factor": 0.5}}`, []string{"sticky.balance_factor: must be 0 (off) or between 1 and 100, such as 1.25; not 0.5"}},
+		{"balance factor type", `{"sticky": {"balance_factor": "1.25"}}`, []string{"sticky.balance_factor: must be a number, not a string"}},
+		{"trusted type", `{"sticky": {"trusted_proxies": "10.0.0.0/8"}}`, []string{"sticky.trusted_proxies: must be an array of strings"}},
+		{"trusted item", `{"sticky": {"trusted_proxies": ["10.0.0.0/8", "10.1/16"]}}`, []string{`sticky.trusted_proxies[1]: "10.1/16" is not a CIDR`}},
+		{"trusted item type", `{"sticky": {"trusted_proxies": [10]}}`, []string{`sticky.trusted_proxies[0]: must be a string, not 10`}},
+		{"sticky unknown", `{"sticky": {"mode": "ip", "hash": "maglev"}}`, []string{"sticky.hash: unknown key"}},
+		{"not yet: tls", `{"tls": {"port": 8443}}`, []string{"tls: not supported by this version of fastlb"}},
 		{"backends type", `{"backends": "http://a:1"}`, []string{"backends: must be an array of URLs or backend objects"}},
 		{"backend item type", `{"backends": [42]}`, []string{`backends[0]: must be a URL string or an object with "url"`}},
 		{"backend scheme", `{"backends": ["ftp://a:1"]}`, []string{`backends[0].url: scheme of "ftp://a:1" must be http or https`}},
@@ -229,6 +244,30 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestSticky(t *testing.T) {
+	c, err := Parse([]byte(`{"sticky": {"mode": "ip", "balance_factor": 1.25, "trusted_proxies": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"],
+		"cookie_max_age": "1h", "cookie_secret": "0123456789abcdef"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := c.Sticky
+	if st.Mode != StickyIP || st.BalanceFactor != 1.25 || st.CookieMaxAge != time.Hour || st.Cookie != "fastlb" || !st.CookieInsert {
+		t.Errorf("sticky = %+v", st)
+	}
+	want := []string{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8"}
+	if len(st.Trusted) != 3 {
+		t.Fatalf("trusted = %v", st.Trusted)
+	}
+	for i, w := range want {
+		if st.Trusted[i].String() != w {
+			t.Errorf("trusted[%d] = %s, want %s", i, st.Trusted[i], w)
+		}
+	}
+	if d, _ := Parse([]byte(`{}`)); d.Sticky.Mode != StickyOff {
+		t.Errorf("default sticky mode %q", d.Sticky.Mode)
 	}
 }
 

@@ -235,7 +235,19 @@ func (d *decoder) fill(c *Config, top []member) {
 				{"fall", d.intTo(&hc.Fall)},
 			})
 		}},
-		{"sticky", d.notYet},
+		{"sticky", func(p string, raw json.RawMessage) {
+			st := &c.Sticky
+			d.apply(p, d.object(p, raw), []field{
+				{"mode", d.stringTo(&st.Mode)},
+				{"cookie", d.stringTo(&st.Cookie)},
+				{"cookie_insert", d.boolTo(&st.CookieInsert)},
+				{"cookie_max_age", d.durationTo(&st.CookieMaxAge)},
+				{"cookie_secret", d.stringTo(&st.CookieSecret)},
+				{"header", d.stringTo(&st.Header)},
+				{"balance_factor", d.floatTo(&st.BalanceFactor)},
+				{"trusted_proxies", d.stringsTo(&st.TrustedProxies)},
+			})
+		}},
 		{"tls", d.notYet},
 		{"backend_tls", d.notYet},
 		{"log_level", d.stringTo(&c.LogLevel)},
@@ -333,6 +345,37 @@ func (d *decoder) boolTo(dst *bool) func(string, json.RawMessage) {
 		if err := json.Unmarshal(raw, dst); err != nil {
 			d.fail(path, "must be true or false, not %s", describe(raw))
 		}
+	}
+}
+
+func (d *decoder) floatTo(dst *float64) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		n, ok := number(raw)
+		if !ok {
+			d.fail(path, "must be a number, not %s", describe(raw))
+			return
+		}
+		v, err := n.Float64()
+		if err != nil {
+			d.fail(path, "must be a number, not %s", n)
+			return
+		}
+		*dst = v
+	}
+}
+
+func (d *decoder) stringsTo(dst *[]string) func(string, json.RawMessage) {
+	return func(path string, raw json.RawMessage) {
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			d.fail(path, "must be an array of strings, not %s", describe(raw))
+			return
+		}
+		out := make([]string, len(items))
+		for i, item := range items {
+			d.stringTo(&out[i])(fmt.Sprintf("%s[%d]", path, i), item)
+		}
+		*dst = out
 	}
 }
 
@@ -540,6 +583,7 @@ func (d *decoder) validate(c *Config) {
 	if hc.Fall < 1 || hc.Fall > 100 {
 		d.fail("health_check.fall", "must be 1..100, not %d", hc.Fall)
 	}
+	d.sticky(&c.Sticky)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -582,6 +626,58 @@ func (d *decoder) checkBackend(path string, b *Backend) bool {
 	if err := CheckID(b.ID); err != nil {
 		d.fail(join(path, "id"), "%v", err)
 		return false
+	}
+	return true
+}
+
+func (d *decoder) sticky(st *Sticky) {
+	switch st.Mode {
+	case StickyOff, StickyIP, StickyCookie:
+	case StickyHeader:
+		if st.Header == "" {
+			d.fail("sticky.header", `must name a header when sticky.mode is "header"`)
+		}
+	default:
+		d.fail("sticky.mode", "unknown mode %q (use %q, %q, %q or %q)", st.Mode, StickyOff, StickyIP, StickyHeader, StickyCookie)
+	}
+	if st.Header != "" && !isToken(st.Header) {
+		d.fail("sticky.header", "%q is not a valid header name", st.Header)
+	}
+	if !isToken(st.Cookie) {
+		d.fail("sticky.cookie", "%q is not a valid cookie name", st.Cookie)
+	}
+	if st.CookieSecret != "" && len(st.CookieSecret) < 16 {
+		d.fail("sticky.cookie_secret", "must be at least 16 characters (or empty for a random one at each start)")
+	}
+	if st.BalanceFactor != 0 && (st.BalanceFactor < 1 || st.BalanceFactor > 100) {
+		d.fail("sticky.balance_factor", "must be 0 (off) or between 1 and 100, such as 1.25; not %g", st.BalanceFactor)
+	}
+	st.Trusted = nil
+	for i, s := range st.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				d.fail(fmt.Sprintf("sticky.trusted_proxies[%d]", i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		st.Trusted = append(st.Trusted, p.Masked())
+	}
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token, as header and
+// cookie names must be.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
 	}
 	return true
 }

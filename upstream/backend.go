@@ -234,3 +234,10 @@ func (b *Backend) MaxConns() int { return int(b.maxConns) }
 func (b *Backend) eligible() bool {
 	return b.State() == StateActive && b.Healthy() && b.Weight() > 0 && !b.removed.Load()
 }
+
+// StickyOK reports whether the backend may take a request of a client
+// sticky to it: healthy, weighted, in the pool, and active or draining.
+func (b *Backend) StickyOK() bool {
+	st := b.State()
+	return (st == StateActive || st == StateDrain) && b.Healthy() && b.Weight() > 0 && !b.removed.Load()
+}
