@@ -214,7 +214,7 @@ func (a *API) status(ctx *fasthttp.RequestCtx) {
 		StartedAt:     a.opts.Started.UTC(),
 		UptimeSeconds: time.Since(a.opts.Started).Round(time.Millisecond).Seconds(),
 		Strategy:      cfg.Strategy,
-		StickyMode:    "off",
+		StickyMode:    cfg.Sticky.Mode,
 		Backends:      len(snap.All),
 		Eligible:      len(snap.Eligible),
 	}
@@ -550,6 +550,11 @@ func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
 		token = "(redacted)"
 	}
 	hc := c.HealthCheck
+	st := c.Sticky
+	secret := ""
+	if st.CookieSecret != "" {
+		secret = "(redacted)"
+	}
 	return map[string]any{
 		"port": c.Port, "bind": c.Bind, "admin_port": c.AdminPort, "admin_bind": c.AdminBind,
 		"admin_token": token, "admin_token_file": c.AdminTokenFile, "admin_persist": c.AdminPersist,
@@ -561,6 +566,10 @@ func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
 		"health_check_frequency": c.HealthCheckFrequency.String(), "health_check_method": c.HealthCheckMethod,
 		"health_check": map[string]any{
 			"path": hc.Path, "expect_status": hc.ExpectStatus, "timeout": hc.Timeout.String(), "rise": hc.Rise, "fall": hc.Fall,
+		},
+		"sticky": map[string]any{
+			"mode": st.Mode, "cookie": st.Cookie, "cookie_insert": st.CookieInsert, "cookie_max_age": st.CookieMaxAge.String(),
+			"cookie_secret": secret, "header": st.Header, "balance_factor": st.BalanceFactor, "trusted_proxies": st.TrustedProxies,
 		},
 		"log_level": c.LogLevel, "access_log": c.AccessLog,
 		"backends": persistedBackends(s),

@@ -213,7 +213,7 @@ func TestBackendView(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	h := startAdmin(t, `{"admin_token": "s3cret", "backends": []}`)
+	h := startAdmin(t, `{"admin_token": "s3cret", "sticky": {"mode": "cookie", "cookie_secret": "0123456789abcdefXYZ"}, "backends": []}`)
 	for _, path := range []string{"/metrics", "/api/v1/status", "/api/v1/backends", "/api/v1/config"} {
 		if code, body, hdr := h.call("GET", path, ""); code != 401 || !strings.Contains(body, "missing or wrong bearer token") || hdr.Get("WWW-Authenticate") == "" {
 			t.Errorf("%s without token: %d %s", path, code, body)
@@ -240,6 +240,12 @@ func TestAuth(t *testing.T) {
 	_, body, _ := h.call("GET", "/api/v1/config", "", "Authorization", "Bearer s3cret")
 	if strings.Contains(body, "s3cret") || !strings.Contains(body, `"admin_token": "(redacted)"`) {
 		t.Errorf("token not redacted: %s", body)
+	}
+	if strings.Contains(body, "0123456789abcdefXYZ") || !strings.Contains(body, `"cookie_secret": "(redacted)"`) {
+		t.Errorf("cookie secret not redacted: %s", body)
+	}
+	if _, body, _ := h.call("GET", "/api/v1/status", "", "Authorization", "Bearer s3cret"); !strings.Contains(body, `"sticky_mode": "cookie"`) {
+		t.Errorf("status lacks the sticky mode: %s", body)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestChurnUnderLoad(t *testing.T) {
 	checked := make(chan struct{})
 	go func() { checker.Run(ctx); close(checked) }()
 
-	p := proxy.New(pool, policy, proxy.Options{BackendTimeout: 5 * time.Second, Retries: 2, Logger: logger})
+	p := proxy.New(pool, proxy.Settings{Policy: policy, BackendTimeout: 5 * time.Second, Retries: 2}, proxy.Options{Logger: logger})
 	srv := proxy.NewServer(p.ServeHTTP, cfg, logger)
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	go srv.Serve(ln)

@@ -13,11 +13,13 @@ import (
 
 // Hash maps keys (client addresses, header values, cookie values) to
 // backends by weighted Maglev consistent hashing (Eisenbud et al., NSDI
-// 2016). Update builds a lookup table of prime size from the backends that
-// take sticky requests, in an order fixed by their ids, so two fastlb
-// instances with the same backends agree on every key, and removing one of N
-// backends moves little more than that backend's keys. A lookup is one table
-// index; PickKey takes no lock and allocates nothing.
+// 2016). Update builds a lookup table of prime size from every backend of
+// the pool with a weight above 0, in an order fixed by their ids, so two
+// fastlb instances with the same backends agree on every key, and removing
+// one of N backends moves little more than that backend's keys. A backend
+// that is down or in maint keeps its slots: its keys walk on to the next
+// slots' backends until it is back, and no other key moves. A lookup is one
+// table index; PickKey takes no lock and allocates nothing.
 //
 // With a balance factor c >= 1 (consistent hashing with bounded loads,
 // Mirrokni, Thorup and Zadimoghaddam), a backend that already has more than
@@ -30,8 +32,9 @@ type Hash struct {
 
 type hashTable struct {
 	backends []*upstream.Backend // sorted by id
+	weights  []int               // the backends' weights when the table was built
 	slots    []uint32            // len is a prime; index into backends
-	weight   int64               // sum of the backends' weights
+	weight   int64               // sum of weights
 }
 
 // MinTableSize is the smallest Maglev table, a prime. Tables grow to the
@@ -49,9 +52,15 @@ func NewHash() *Hash {
 // SetBalanceFactor sets the bounded-load factor c (0 turns it off).
 func (h *Hash) SetBalanceFactor(c float64) { h.factor.Store(math.Float64bits(c)) }
 
-// Update rebuilds the table from s.Sticky. It runs off the request path.
+// Update rebuilds the table when the weighted backends of s or their
+// weights changed. It runs off the request path.
 func (h *Hash) Update(s *upstream.Snapshot) {
-	bs := slices.Clone(s.Sticky)
+	var bs []*upstream.Backend
+	for _, b := range s.All {
+		if b.Weight() > 0 {
+			bs = append(bs, b)
+		}
+	}
 	slices.SortFunc(bs, func(a, b *upstream.Backend) int { return strings.Compare(a.ID, b.ID) })
 	weights := make([]int, len(bs))
 	ids := make([]string, len(bs))
@@ -60,16 +69,19 @@ func (h *Hash) Update(s *upstream.Snapshot) {
 		weights[i], ids[i] = b.Weight(), b.ID
 		total += int64(weights[i])
 	}
-	h.table.Store(&hashTable{backends: bs, slots: maglevTable(ids, weights), weight: total})
+	if old := h.table.Load(); slices.Equal(old.backends, bs) && slices.Equal(old.weights, weights) {
+		return
+	}
+	h.table.Store(&hashTable{backends: bs, weights: weights, slots: maglevTable(ids, weights), weight: total})
 }
 
 // HashKey hashes a key for PickKey.
 func HashKey(key []byte) uint64 { return xxhash.Sum64(key) }
 
-// PickKey returns the backend for a hashed key, skipping backends in tried,
-// at max_conns or, with bounded loads, over their share; primary reports
-// whether it is the key's own backend. It returns nil when no backend takes
-// sticky requests.
+// PickKey returns the backend for a hashed key, skipping backends that are
+// down, in maint, in tried, at max_conns or, with bounded loads, over their
+// share; primary reports whether it is the key's own backend. A draining
+// backend keeps its keys. It returns nil when no backend can take the key.
 func (h *Hash) PickKey(key uint64, tried Tried) (b *upstream.Backend, primary bool) {
 	t := h.table.Load()
 	m := uint64(len(t.slots))
@@ -86,7 +98,7 @@ func (h *Hash) PickKey(key uint64, tried Tried) (b *upstream.Backend, primary bo
 		}
 	}
 	ok := func(c *upstream.Backend) bool {
-		if !usable(c, &tried) {
+		if !c.StickyOK() || !usable(c, &tried) {
 			return false
 		}
 		if factor == 0 {
@@ -112,7 +124,7 @@ func (h *Hash) PickKey(key uint64, tried Tried) (b *upstream.Backend, primary bo
 			return c, false
 		}
 	}
-	if usable(first, &tried) {
+	if first.StickyOK() && usable(first, &tried) {
 		return first, true
 	}
 	return nil, false

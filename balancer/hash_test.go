@@ -106,12 +106,23 @@ func TestHashWeights(t *testing.T) {
 	}
 }
 
-// TestHashDisruption removes one of five backends and adds it back.
+// TestHashDisruption removes one of five backends and adds it back; and
+// takes one down and up again.
 func TestHashDisruption(t *testing.T) {
+	for _, how := range []string{"remove", "down"} {
+		t.Run(how, func(t *testing.T) { testDisruption(t, how) })
+	}
+}
+
+func testDisruption(t *testing.T, how string) {
 	pool, h := hashPool(t, names(5), ones(5))
 	before := assign(h, keys)
 	victim := pool.Snapshot().Lookup("web-2")
-	pool.SetState("web-2", upstream.StateMaint)
+	if how == "remove" {
+		pool.Remove("web-2")
+	} else {
+		pool.SetState("web-2", upstream.StateMaint)
+	}
 	during := assign(h, keys)
 	moved, others := 0, 0
 	for i := range before {
@@ -131,8 +142,16 @@ func TestHashDisruption(t *testing.T) {
 	} else {
 		t.Logf("removing 1 of 5 moved %.2f%% of the other backends' keys", 100*frac)
 	}
-	pool.SetState("web-2", upstream.StateActive)
-	pool.ReportCheck(victim, upstream.CheckResult{OK: true})
+	if how == "remove" {
+		b, err := pool.Add(config.Backend{URL: victim.URL, ID: victim.ID, Weight: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.ReportCheck(b, upstream.CheckResult{OK: true})
+	} else {
+		pool.SetState("web-2", upstream.StateActive)
+		pool.ReportCheck(victim, upstream.CheckResult{OK: true})
+	}
 	after := assign(h, keys)
 	same := 0
 	for i := range before {
@@ -189,8 +208,8 @@ func TestHashSkipsTriedAndGone(t *testing.T) {
 		t.Errorf("a draining backend lost its sticky key to %v", got)
 	}
 	pool.SetState(b.ID, upstream.StateMaint)
-	if got, primary := h.PickKey(key, Tried{}); got == b || got == nil || !primary {
-		t.Errorf("maint: picked %v (primary %v)", got, primary)
+	if got, primary := h.PickKey(key, Tried{}); got == b || got == nil || primary {
+		t.Errorf("maint: picked %v (primary %v), want another backend, not primary", got, primary)
 	}
 	pool.SetState(b.ID, upstream.StateActive)
 	for _, x := range pool.Snapshot().All {

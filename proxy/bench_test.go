@@ -49,7 +49,7 @@ func benchProxy(tb testing.TB, n int) (*Proxy, []*testbackends.Server) {
 	policy := balancer.NewSmoothWRR()
 	pool.Watch(policy.Update)
 	tb.Cleanup(pool.Close)
-	return New(pool, policy, Options{BackendTimeout: config.Defaults().BackendTimeout, Retries: 2, Logger: logger}), servers
+	return New(pool, Settings{Policy: policy, BackendTimeout: config.Defaults().BackendTimeout, Retries: 2}, Options{Logger: logger}), servers
 }
 
 // reqCtx is one reusable client request, parsed from benchRequest each time

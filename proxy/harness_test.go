@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
-	"fastlb/balancer"
 	"fastlb/config"
 	"fastlb/healthcheck"
 	"fastlb/testbackends"
@@ -38,6 +38,7 @@ type harness struct {
 	logs      *syncBuffer
 	access    *syncBuffer // the access log's output
 	accessLog *AccessLog
+	metrics   *metrics.Set
 }
 
 type syncBuffer struct {
@@ -89,19 +90,20 @@ func (h *harness) start(cfg *config.Config) {
 	t := h.t
 	h.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	policy, err := balancer.New(cfg.Strategy)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.pool = upstream.NewPool(cfg.Backends, upstream.Options{
 		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
 		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Logger: logger,
 	})
-	h.pool.Watch(policy.Update)
+	settings, unwatch, err := SettingsFor(cfg, h.pool, []byte("harness-secret-0123456789"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unwatch)
 	h.checker = healthcheck.New(h.pool, cfg)
 	h.checker.RunOnce(context.Background())
 	h.accessLog = NewAccessLog(h.access)
-	p := New(h.pool, policy, Options{BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger, AccessLog: h.accessLog})
+	h.metrics = metrics.NewSet()
+	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics})
 	h.server = NewServer(p.ServeHTTP, cfg, logger)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

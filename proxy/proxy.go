@@ -15,14 +15,21 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastlb/balancer"
+	"fastlb/config"
 	"fastlb/upstream"
 )
 
+// Settings are the parts of a Proxy that a reload can change.
+type Settings struct {
+	Policy         balancer.Policy // picks backends for requests without a sticky key
+	BackendTimeout time.Duration   // limit for one attempt at one backend
+	Retries        int             // further attempts on other backends
+	Sticky         Sticky
+}
+
 // Options configure a Proxy.
 type Options struct {
-	BackendTimeout time.Duration // limit for one attempt at one backend
-	Retries        int           // further attempts on other backends
-	Logger         *slog.Logger
+	Logger *slog.Logger
 	// Metrics receives fastlb_retries_total and fastlb_no_backend_total;
 	// nil keeps them in a set of the proxy's own.
 	Metrics *metrics.Set
@@ -30,11 +37,10 @@ type Options struct {
 	AccessLog *AccessLog
 }
 
-// settings are the parts of a Proxy that a reload can change.
+// settings are Settings prepared for the request path.
 type settings struct {
-	policy         balancer.Policy
-	backendTimeout time.Duration
-	retries        int
+	Settings
+	sticky *sticky
 }
 
 // Proxy forwards requests to the backends of a pool. It is safe for
@@ -46,14 +52,15 @@ type Proxy struct {
 	accessLog atomic.Pointer[AccessLog]
 	retries   *metrics.Counter
 	noBackend *metrics.Counter
+	restuck   *metrics.Counter
 
 	idPrefix [8]byte // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
 }
 
-// New returns a proxy over pool that picks backends with policy. The caller
-// connects policy to the pool (pool.Watch(policy.Update)).
-func New(pool *upstream.Pool, policy balancer.Policy, opts Options) *Proxy {
+// New returns a proxy over pool with the given settings. The caller connects
+// the settings' policy, hash and cookie table to the pool (pool.Watch).
+func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -65,8 +72,9 @@ func New(pool *upstream.Pool, policy balancer.Policy, opts Options) *Proxy {
 		logger:    opts.Logger,
 		retries:   opts.Metrics.NewCounter("fastlb_retries_total"),
 		noBackend: opts.Metrics.NewCounter("fastlb_no_backend_total"),
+		restuck:   opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
 	}
-	p.Reconfigure(policy, opts.BackendTimeout, opts.Retries)
+	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
 	rand.Read(p.idPrefix[:])
 	return p
@@ -78,14 +86,14 @@ func (p *Proxy) SetAccessLog(l *AccessLog) { p.accessLog.Store(l) }
 // AccessLog is the access log in use, or nil.
 func (p *Proxy) AccessLog() *AccessLog { return p.accessLog.Load() }
 
-// Reconfigure switches to a new policy, backend timeout and retry count.
-// Requests already running finish with the old ones.
-func (p *Proxy) Reconfigure(policy balancer.Policy, backendTimeout time.Duration, retries int) {
-	p.settings.Store(&settings{policy: policy, backendTimeout: backendTimeout, retries: retries})
+// Reconfigure switches to new settings. Requests already running finish
+// with the old ones.
+func (p *Proxy) Reconfigure(s Settings) {
+	p.settings.Store(&settings{Settings: s, sticky: newSticky(s.Sticky)})
 }
 
-// Policy is the policy in use.
-func (p *Proxy) Policy() balancer.Policy { return p.settings.Load().policy }
+// Settings are the settings in use.
+func (p *Proxy) Settings() Settings { return p.settings.Load().Settings }
 
 // ServeHTTP handles one client request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
@@ -105,6 +113,11 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		writeError(ctx, fasthttp.StatusBadRequest)
 		return nil
 	}
+	st := p.settings.Load()
+	var key stickyKey
+	if st.sticky.Mode != config.StickyOff {
+		key = st.sticky.key(ctx) // before X-Forwarded-For changes
+	}
 	removeHopByHop(&req.Header)
 	// fastlb has already read the body; the backend must not wait to be
 	// invited to send it.
@@ -115,13 +128,12 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		req.Header.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
 	}
 
-	st := p.settings.Load()
 	resp := &ctx.Response
 	isTLS := ctx.IsTLS()
 	var tried balancer.Tried
 	var last *upstream.Backend
 	for {
-		b := st.policy.Pick(tried)
+		b := p.pick(st, &key, tried)
 		if b == nil {
 			if tried.Len() == 0 {
 				p.noBackend.Inc()
@@ -141,7 +153,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 			req.URI().SetScheme(b.Scheme)
 			isTLS = wantTLS
 		}
-		req.SetTimeout(st.backendTimeout)
+		req.SetTimeout(st.BackendTimeout)
 		b.Acquire()
 		attempt := time.Now()
 		err := b.Client.Do(req, resp)
@@ -154,7 +166,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		f := classify(err)
 		b.Observe(f.status, time.Since(attempt))
 		p.pool.RequestFailed(b, f.connFailure, err.Error())
-		retry := tried.Len() <= st.retries && (f.nothingSent || (!f.timeout && idempotent(req)))
+		retry := tried.Len() <= st.Retries && (f.nothingSent || (!f.timeout && idempotent(req)))
 		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
 			"attempt", tried.Len(), "retry", retry)
@@ -164,7 +176,34 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		}
 	}
 	removeHopByHop(&resp.Header)
+	if st.sticky.insertsCookie() && last != key.cookie {
+		st.sticky.setCookie(ctx, last)
+	}
 	return last
+}
+
+// pick chooses the backend for one attempt: the one the request is sticky
+// to while it can take it, else the policy's choice. A sticky request that
+// cannot go to its own backend on its first attempt counts as rebalanced.
+func (p *Proxy) pick(st *settings, key *stickyKey, tried balancer.Tried) *upstream.Backend {
+	switch {
+	case key.cookie != nil:
+		if b := key.cookie; b.StickyOK() && b.HasRoom() && !tried.Has(b) {
+			return b
+		}
+		if tried.Len() == 0 {
+			p.restuck.Inc()
+		}
+	case key.hasHash:
+		b, primary := st.sticky.Hash.PickKey(key.hash, tried)
+		if !primary && tried.Len() == 0 {
+			p.restuck.Inc()
+		}
+		if b != nil {
+			return b
+		}
+	}
+	return st.Policy.Pick(tried)
 }
 
 // failure is how a backend error is answered and counted.

@@ -27,9 +27,6 @@ type Snapshot struct {
 	// Eligible holds the backends that may take new requests: active,
 	// healthy and of weight above 0, in configuration order.
 	Eligible []*Backend
-	// Sticky holds the backends that may take requests of clients sticky
-	// to them: Eligible plus the healthy, weighted backends in drain.
-	Sticky []*Backend
 }
 
 // Lookup returns the backend with the given id, or nil.
@@ -138,9 +135,6 @@ func build(all []*Backend) *Snapshot {
 	for _, b := range all {
 		if b.eligible() {
 			s.Eligible = append(s.Eligible, b)
-		}
-		if b.StickyOK() {
-			s.Sticky = append(s.Sticky, b)
 		}
 	}
 	return s

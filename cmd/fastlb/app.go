@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +21,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastlb/adminapi"
-	"fastlb/balancer"
 	"fastlb/config"
 	"fastlb/healthcheck"
 	"fastlb/proxy"
@@ -36,7 +37,8 @@ type app struct {
 
 	pool        *upstream.Pool
 	proxy       *proxy.Proxy
-	unwatch     func() // detaches the current policy from the pool
+	unwatch     func() // detaches the current policy, hash and cookie table from the pool
+	secret      []byte // sticky cookie key generated at start, used when the file sets none
 	checker     *healthcheck.Checker
 	accessLog   *proxy.AccessLog
 	accessFile  *os.File // nil for "stderr"
@@ -78,10 +80,8 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
 		served: make(chan error, 2), hcDone: make(chan struct{})}
 	a.cfg.Store(cfg)
 
-	policy, err := balancer.New(cfg.Strategy)
-	if err != nil {
-		return nil, err
-	}
+	a.secret = make([]byte, 32)
+	rand.Read(a.secret)
 	ln, err := listen(cfg.Bind, cfg.Port)
 	if err != nil {
 		return nil, err
@@ -99,10 +99,13 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
 		Fall:   cfg.HealthCheck.Fall,
 		Logger: logger,
 	})
-	a.unwatch = a.pool.Watch(policy.Update)
-	a.proxy = proxy.New(a.pool, policy, proxy.Options{
-		BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Logger: logger, Metrics: set,
-	})
+	settings, err := a.settings(cfg)
+	if err != nil {
+		ln.Close()
+		adminLn.Close()
+		return nil, err
+	}
+	a.proxy = proxy.New(a.pool, settings, proxy.Options{Logger: logger, Metrics: set})
 	if err := a.openAccessLog(cfg.AccessLog); err != nil {
 		ln.Close()
 		adminLn.Close()
@@ -226,16 +229,13 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 			res.Applied = append(res.Applied, "access_log")
 		}
 	}
-	policy := a.proxy.Policy()
-	if next.Strategy != old.Strategy {
-		if policy, err = balancer.New(next.Strategy); err != nil {
-			return nil, err
-		}
-		a.unwatch()
-		a.unwatch = a.pool.Watch(policy.Update)
-		res.Applied = append(res.Applied, "strategy")
+	unwatch := a.unwatch
+	settings, err := a.settings(next)
+	if err != nil {
+		return nil, err
 	}
-	a.proxy.Reconfigure(policy, next.BackendTimeout, next.Retries)
+	a.proxy.Reconfigure(settings)
+	unwatch()
 	a.pool.SetConnectTimeout(next.ConnectTimeout)
 	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
 	a.checker.Reconfigure(next)
@@ -244,6 +244,8 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		key     string
 		changed bool
 	}{
+		{"strategy", next.Strategy != old.Strategy},
+		{"sticky", !reflect.DeepEqual(next.Sticky, old.Sticky)},
 		{"backend_timeout", next.BackendTimeout != old.BackendTimeout},
 		{"retries", next.Retries != old.Retries},
 		{"connect_timeout", next.ConnectTimeout != old.ConnectTimeout},
@@ -264,6 +266,18 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	res.Backends = a.pool.Apply(next.Backends)
 	a.cfg.Store(next)
 	return res, nil
+}
+
+// settings builds the proxy's settings for cfg, watching the pool; the
+// watches replace a.unwatch, and the caller detaches the old ones once the
+// proxy no longer uses them.
+func (a *app) settings(cfg *config.Config) (proxy.Settings, error) {
+	s, unwatch, err := proxy.SettingsFor(cfg, a.pool, a.secret)
+	if err != nil {
+		return s, err
+	}
+	a.unwatch = unwatch
+	return s, nil
 }
 
 // reloadOnSignal runs a reload for SIGHUP and logs its outcome.
