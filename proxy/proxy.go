@@ -132,6 +132,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	isTLS := ctx.IsTLS()
 	var tried balancer.Tried
 	var last *upstream.Backend
+	defer p.countRestick(&key, &last)
 	for {
 		b := p.pick(st, &key, tried)
 		if b == nil {
@@ -183,27 +184,36 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 }
 
 // pick chooses the backend for one attempt: the one the request is sticky
-// to while it can take it, else the policy's choice. A sticky request that
-// cannot go to its own backend on its first attempt counts as rebalanced.
+// to while it can take it, else the policy's choice. It notes in key which
+// backend the request was sticky to, for countRestick.
 func (p *Proxy) pick(st *settings, key *stickyKey, tried balancer.Tried) *upstream.Backend {
 	switch {
 	case key.cookie != nil:
 		if b := key.cookie; b.StickyOK() && b.HasRoom() && !tried.Has(b) {
 			return b
 		}
-		if tried.Len() == 0 {
-			p.restuck.Inc()
-		}
 	case key.hasHash:
 		b, primary := st.sticky.Hash.PickKey(key.hash, tried)
-		if !primary && tried.Len() == 0 {
-			p.restuck.Inc()
+		if tried.Len() == 0 {
+			key.owner, key.moved = b, !primary
 		}
 		if b != nil {
 			return b
 		}
 	}
 	return st.Policy.Pick(tried)
+}
+
+// countRestick counts a sticky request that did not end on the backend its
+// cookie or key names (fastlb_sticky_rebalanced_total).
+func (p *Proxy) countRestick(key *stickyKey, last **upstream.Backend) {
+	target := key.cookie
+	if key.hasHash {
+		target = key.owner
+	}
+	if key.moved || target != nil && *last != target {
+		p.restuck.Inc()
+	}
 }
 
 // failure is how a backend error is answered and counted.

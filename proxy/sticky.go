@@ -86,6 +86,10 @@ type stickyKey struct {
 	// cookie is the backend an inserted cookie names, nil when the request
 	// carries no such cookie or one that names no current backend.
 	cookie *upstream.Backend
+	// owner is the backend a hashed key went to first; moved tells that
+	// it was not the key's own (which was down, full or over its load).
+	owner *upstream.Backend
+	moved bool
 }
 
 // key reads a request's sticky key. It runs before fastlb rewrites the

@@ -179,8 +179,12 @@ func (s *Server) echo(ctx *fasthttp.RequestCtx) {
 		Proto:   string(h.Protocol()),
 		Body:    string(ctx.Request.Body()),
 	}
-	for k, v := range h.All() {
-		e.Headers = append(e.Headers, [2]string{string(k), string(v)})
+	// The raw header block, so the echo shows the headers byte for byte
+	// as they arrived (fasthttp's own accessors would merge Cookie lines).
+	for line := range bytes.SplitSeq(h.RawHeaders(), []byte("\r\n")) {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok {
+			e.Headers = append(e.Headers, [2]string{string(k), string(bytes.TrimLeft(v, " \t"))})
+		}
 	}
 	out, _ := json.Marshal(e)
 	ctx.SetContentType("application/json")
