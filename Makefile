@@ -29,6 +29,7 @@ test: fmt-check vet
 	$(GO) test -count=1 -run 'Allocations' ./balancer ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 5s ./adminapi
+	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 5s ./proxy
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -40,6 +41,7 @@ vet:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 1m ./adminapi
+	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 1m ./proxy
 
 ## bench-go: the Go benchmarks of the balancers and the request path
 bench-go:
