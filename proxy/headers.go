@@ -47,11 +47,7 @@ func removeHopByHop(h header) {
 	for _, v := range h.PeekAll("Connection") {
 		for len(v) > 0 {
 			var tok []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				tok, v = v[:i], v[i+1:]
-			} else {
-				tok, v = v, nil
-			}
+			tok, v, _ = bytes.Cut(v, comma)
 			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
 				h.DelBytes(tok)
 			}
@@ -133,6 +129,7 @@ var (
 	headerXFH       = []byte("X-Forwarded-Host")
 	headerRequestID = []byte("X-Request-Id")
 	commaSpace      = []byte(", ")
+	comma           = []byte(",")
 	protoHTTP       = []byte("http")
 	protoHTTPS      = []byte("https")
 	hexDigits       = "0123456789abcdef"

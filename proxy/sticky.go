@@ -163,6 +163,11 @@ func (s *sticky) trusted(a netip.Addr) bool {
 	return false
 }
 
+var (
+	semicolon = []byte(";")
+	equals    = []byte("=")
+)
+
 // peekCookie returns the value of the named cookie in the request's Cookie
 // headers, without quotes, or nil. Unlike RequestHeader.Cookie it leaves the
 // forwarded Cookie headers byte for byte as the client sent them. The value
@@ -171,13 +176,9 @@ func peekCookie(h *fasthttp.RequestHeader, name []byte) []byte {
 	for _, line := range h.PeekAll("Cookie") {
 		for len(line) > 0 {
 			var pair []byte
-			if i := bytes.IndexByte(line, ';'); i >= 0 {
-				pair, line = line[:i], line[i+1:]
-			} else {
-				pair, line = line, nil
-			}
+			pair, line, _ = bytes.Cut(line, semicolon)
 			pair = bytes.TrimSpace(pair)
-			k, v, ok := bytes.Cut(pair, []byte{'='})
+			k, v, ok := bytes.Cut(pair, equals)
 			if !ok || !bytes.Equal(bytes.TrimSpace(k), name) {
 				continue
 			}
