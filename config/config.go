@@ -64,6 +64,10 @@ type Config struct {
 
 	Sticky Sticky
 
+	// TLS is nil when the file has no "tls" object: no HTTPS listener.
+	TLS        *TLS
+	BackendTLS BackendTLS
+
 	LogLevel  string // debug, info, warn or error
 	AccessLog string // "off", "stderr" or a file path
 
@@ -91,6 +95,27 @@ type Sticky struct {
 	// mode, as written; Trusted holds them parsed.
 	TrustedProxies []string
 	Trusted        []netip.Prefix
+}
+
+// TLS holds the "tls" object: the HTTPS listener.
+type TLS struct {
+	Port         int
+	Bind         string
+	Certificates []Certificate // the first is the default for clients without (or with unknown) SNI
+	MinVersion   string        // "1.2" or "1.3"
+	RedirectHTTP bool          // the plain port answers 308 to HTTPS
+}
+
+// Certificate is one certificate and key pair, PEM files.
+type Certificate struct {
+	CertFile string
+	KeyFile  string
+}
+
+// BackendTLS holds the "backend_tls" object, for https:// backends.
+type BackendTLS struct {
+	CAFile             string // PEM bundle added to the system roots
+	InsecureSkipVerify bool
 }
 
 // HealthCheck holds the "health_check" object.

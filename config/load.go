@@ -199,12 +199,6 @@ func (d *decoder) apply(path string, members []member, fields []field) {
 	}
 }
 
-// notYet is the decoder of keys the SPEC names but this version does not implement.
-// They are refused rather than ignored: an operator who sets them expects an effect.
-func (d *decoder) notYet(path string, _ json.RawMessage) {
-	d.fail(path, "not supported by this version of fastlb")
-}
-
 func (d *decoder) fill(c *Config, top []member) {
 	hc := &c.HealthCheck
 	d.apply("", top, []field{
@@ -248,8 +242,24 @@ func (d *decoder) fill(c *Config, top []member) {
 				{"trusted_proxies", d.stringsTo(&st.TrustedProxies)},
 			})
 		}},
-		{"tls", d.notYet},
-		{"backend_tls", d.notYet},
+		{"tls", func(p string, raw json.RawMessage) {
+			t := &TLS{Port: 8443, Bind: "0.0.0.0", MinVersion: "1.2"}
+			c.TLS = t
+			d.apply(p, d.object(p, raw), []field{
+				{"port", d.intTo(&t.Port)},
+				{"bind", d.stringTo(&t.Bind)},
+				{"certificates", func(p string, raw json.RawMessage) { t.Certificates = d.certificates(p, raw) }},
+				{"min_version", d.stringTo(&t.MinVersion)},
+				{"redirect_http", d.boolTo(&t.RedirectHTTP)},
+			})
+		}},
+		{"backend_tls", func(p string, raw json.RawMessage) {
+			b := &c.BackendTLS
+			d.apply(p, d.object(p, raw), []field{
+				{"ca_file", d.stringTo(&b.CAFile)},
+				{"insecure_skip_verify", d.boolTo(&b.InsecureSkipVerify)},
+			})
+		}},
 		{"log_level", d.stringTo(&c.LogLevel)},
 		{"access_log", d.stringTo(&c.AccessLog)},
 		{"backends", func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }},
@@ -276,6 +286,24 @@ func (d *decoder) backends(path string, raw json.RawMessage) []Backend {
 		default:
 			d.fail(p, "must be a URL string or an object with \"url\"")
 		}
+	}
+	return out
+}
+
+func (d *decoder) certificates(path string, raw json.RawMessage) []Certificate {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		d.fail(path, `must be an array of {"cert_file": ..., "key_file": ...}`)
+		return nil
+	}
+	out := make([]Certificate, len(items))
+	for i, item := range items {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		c := &out[i]
+		d.apply(p, d.object(p, item), []field{
+			{"cert_file", d.stringTo(&c.CertFile)},
+			{"key_file", d.stringTo(&c.KeyFile)},
+		})
 	}
 	return out
 }
@@ -584,6 +612,7 @@ func (d *decoder) validate(c *Config) {
 		d.fail("health_check.fall", "must be 1..100, not %d", hc.Fall)
 	}
 	d.sticky(&c.Sticky)
+	d.tls(c)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -664,6 +693,37 @@ func (d *decoder) sticky(st *Sticky) {
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		st.Trusted = append(st.Trusted, p.Masked())
+	}
+}
+
+// tls checks the "tls" object's own values; the certificate files are read
+// and paired by package tlsconf, which -check and startup also run.
+func (d *decoder) tls(c *Config) {
+	t := c.TLS
+	if t == nil {
+		return
+	}
+	d.port("tls.port", t.Port)
+	d.bindAddr("tls.bind", t.Bind)
+	if t.Port == c.Port || t.Port == c.AdminPort {
+		d.fail("tls.port", "must differ from port and admin_port (%d)", t.Port)
+	}
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	default:
+		d.fail("tls.min_version", `must be "1.2" or "1.3", not %q`, t.MinVersion)
+	}
+	if len(t.Certificates) == 0 {
+		d.fail("tls.certificates", "needs at least one certificate to serve HTTPS")
+	}
+	for i, cert := range t.Certificates {
+		p := fmt.Sprintf("tls.certificates[%d]", i)
+		if cert.CertFile == "" {
+			d.fail(p+".cert_file", "is required")
+		}
+		if cert.KeyFile == "" {
+			d.fail(p+".key_file", "is required")
+		}
 	}
 }
 
