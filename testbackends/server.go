@@ -21,6 +21,7 @@ package testbackends
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"math/rand/v2"
 	"net"
@@ -38,6 +39,8 @@ type Options struct {
 	Latency   time.Duration // added to every answer
 	ErrorRate float64       // fraction of ordinary requests answered 500, 0..1
 	Size      int           // body size of ordinary answers; 0 = just "backend NAME\n"
+	// TLS, when set, makes the backend speak HTTPS with this certificate.
+	TLS *tls.Certificate
 }
 
 // Server is one test backend. It is safe for concurrent use.
@@ -75,6 +78,9 @@ func Start(addr string, opts Options) (*Server, error) {
 		MaxRequestBodySize:           256 << 20,
 		CloseOnShutdown:              true,
 	}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*opts.TLS}})
+	}
 	go s.srv.Serve(ln) //nolint:errcheck // returns when Close closes the listener
 	return s, nil
 }
@@ -82,8 +88,13 @@ func Start(addr string, opts Options) (*Server, error) {
 // Addr is the address the backend listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// URL is "http://" + Addr.
-func (s *Server) URL() string { return "http://" + s.Addr() }
+// URL is "http://" + Addr, or "https://" + Addr for a TLS backend.
+func (s *Server) URL() string {
+	if s.opts.TLS != nil {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
 
 // Name is the value the backend sends as X-Backend.
 func (s *Server) Name() string { return s.opts.Name }

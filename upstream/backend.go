@@ -98,12 +98,16 @@ type Backend struct {
 type ClientOptions struct {
 	ConnectTimeout time.Duration // limit for dialling; Pool.SetConnectTimeout changes it later
 	MaxHeaderBytes int           // largest response header accepted from a backend
+	// TLS is the base configuration of https:// backends; each backend
+	// clones it with its own ServerName. nil: system roots, verification on.
+	TLS *tls.Config
 }
 
 // clientSettings are a pool's ClientOptions as its backends read them.
 type clientSettings struct {
 	connectTimeout atomic.Int64
 	maxHeaderBytes int
+	tls            *tls.Config
 }
 
 func newBackend(c config.Backend, opts *clientSettings) *Backend {
@@ -167,12 +171,17 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 		SecureErrorLogMessage: true,
 	}
 	if c.Scheme == "https" {
-		hc.IsTLS = true
-		hc.TLSConfig = &tls.Config{
-			ServerName:         c.Host,
-			MinVersion:         tls.VersionTLS12,
-			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if opts.tls != nil {
+			cfg = opts.tls.Clone()
 		}
+		// Set explicitly: fasthttp would otherwise derive it from Addr.
+		cfg.ServerName = c.Host
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+		hc.IsTLS = true
+		hc.TLSConfig = cfg
+		// Bounds the TLS handshake, which fasthttp otherwise leaves open-ended.
+		hc.WriteTimeout = time.Minute
 	}
 	return hc
 }

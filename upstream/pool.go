@@ -69,7 +69,7 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes}
+	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes, tls: opts.Client.TLS}
 	client.connectTimeout.Store(int64(opts.Client.ConnectTimeout))
 	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
 	p.SetHealthRules(opts.Rise, opts.Fall)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"fastlb/config"
 	"fastlb/healthcheck"
 	"fastlb/proxy"
+	"fastlb/tlsconf"
 	"fastlb/upstream"
 )
 
@@ -41,9 +43,11 @@ type app struct {
 	secret      []byte // sticky cookie key generated at start, used when the file sets none
 	checker     *healthcheck.Checker
 	accessLog   *proxy.AccessLog
-	accessFile  *os.File // nil for "stderr"
-	server      *fasthttp.Server
+	accessFile  *os.File           // nil for "stderr"
+	servers     []*fasthttp.Server // the plain listener's, then the HTTPS listener's
 	adminServer *fasthttp.Server
+	tlsListener *tlsconf.Listener // nil without "tls"
+	stopTickets chan struct{}
 	served      chan error
 	stopHC      context.CancelFunc
 	hcDone      chan struct{}
@@ -72,47 +76,88 @@ func listen(bind string, port int) (net.Listener, error) {
 }
 
 // start builds every part, runs a first round of health checks, and serves.
-func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
+func start(cfgPath string, cfg *config.Config, stderr io.Writer) (_ *app, err error) {
 	level := new(slog.LevelVar)
 	setLevel(level, cfg.LogLevel)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	a := &app{cfgPath: cfgPath, logger: logger, level: level, stderr: stderr,
-		served: make(chan error, 2), hcDone: make(chan struct{})}
+		hcDone: make(chan struct{}), stopTickets: make(chan struct{})}
 	a.cfg.Store(cfg)
-
 	a.secret = make([]byte, 32)
 	rand.Read(a.secret)
+
+	// Certificates first: a bad one must stop startup before anything binds.
+	backendTLS, err := tlsconf.BackendConfig(cfg.BackendTLS)
+	if err != nil {
+		return nil, configError(cfgPath, err)
+	}
+	if cfg.BackendTLS.InsecureSkipVerify {
+		logger.Warn("backend_tls.insecure_skip_verify is on: the certificates of https:// backends are not verified")
+	}
+	if cfg.TLS != nil {
+		certs, err := tlsconf.LoadCertificates(cfg.TLS)
+		if err != nil {
+			return nil, configError(cfgPath, err)
+		}
+		a.tlsListener = tlsconf.NewListener(certs, cfg.TLS.MinVersion)
+	}
+
+	var listeners []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range listeners {
+				ln.Close()
+			}
+		}
+	}()
 	ln, err := listen(cfg.Bind, cfg.Port)
 	if err != nil {
 		return nil, err
 	}
+	listeners = append(listeners, ln)
 	adminLn, err := listen(cfg.AdminBind, cfg.AdminPort)
 	if err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	listeners = append(listeners, adminLn)
+	var tlsLn net.Listener
+	if cfg.TLS != nil {
+		if tlsLn, err = listen(cfg.TLS.Bind, cfg.TLS.Port); err != nil {
+			return nil, fmt.Errorf("HTTPS: %w", err)
+		}
+		listeners = append(listeners, tlsLn)
 	}
 
 	set := metrics.NewSet()
 	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
+		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
 		Rise:   cfg.HealthCheck.Rise,
 		Fall:   cfg.HealthCheck.Fall,
 		Logger: logger,
 	})
 	settings, err := a.settings(cfg)
 	if err != nil {
-		ln.Close()
-		adminLn.Close()
 		return nil, err
 	}
 	a.proxy = proxy.New(a.pool, settings, proxy.Options{Logger: logger, Metrics: set})
 	if err := a.openAccessLog(cfg.AccessLog); err != nil {
-		ln.Close()
-		adminLn.Close()
 		return nil, err
 	}
-	a.server = proxy.NewServer(a.proxy.ServeHTTP, cfg, logger)
-	set.NewGauge("fastlb_client_connections", func() float64 { return float64(a.server.GetOpenConnectionsCount()) })
+	plain := a.proxy.ServeHTTP
+	if cfg.TLS != nil && cfg.TLS.RedirectHTTP {
+		plain = proxy.Redirect(cfg.TLS.Port)
+	}
+	a.servers = append(a.servers, proxy.NewServer(plain, cfg, logger))
+	if tlsLn != nil {
+		a.servers = append(a.servers, proxy.NewServer(a.proxy.ServeHTTP, cfg, logger))
+	}
+	set.NewGauge("fastlb_client_connections", func() float64 {
+		var n int32
+		for _, s := range a.servers {
+			n += s.GetOpenConnectionsCount()
+		}
+		return float64(n)
+	})
 	set.NewGauge("fastlb_access_log_dropped_total", func() float64 {
 		if l := a.proxy.AccessLog(); l != nil {
 			return float64(l.Dropped())
@@ -130,7 +175,13 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
 	a.stopHC = stopHC
 	a.checker.RunOnce(hcCtx)
 	go func() { a.checker.Run(hcCtx); close(a.hcDone) }()
-	go func() { a.served <- a.server.Serve(ln) }()
+
+	a.served = make(chan error, len(listeners))
+	go func() { a.served <- a.servers[0].Serve(ln) }()
+	if tlsLn != nil {
+		go func() { a.served <- a.servers[1].Serve(tls.NewListener(tlsLn, a.tlsListener.Config())) }()
+		go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
+	}
 	go func() { a.served <- a.adminServer.Serve(adminLn) }()
 
 	snap := a.pool.Snapshot()
@@ -142,13 +193,36 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (*app, error) {
 		}
 		backends = append(backends, fmt.Sprintf("%s(%s,w=%d,%s)", b.ID, b.URL, b.Weight(), state))
 	}
-	logger.Info("fastlb serving", "version", version, "listen", "http://"+ln.Addr().String(),
-		"admin", "http://"+adminLn.Addr().String(), "strategy", cfg.Strategy,
-		"backends", strings.Join(backends, " "), "healthy", fmt.Sprintf("%d/%d", len(snap.Eligible), len(snap.All)))
+	attrs := []any{"version", version, "listen", "http://" + ln.Addr().String()}
+	if tlsLn != nil {
+		attrs = append(attrs, "listen_tls", "https://"+tlsLn.Addr().String(), "redirect_http", cfg.TLS.RedirectHTTP)
+	}
+	attrs = append(attrs, "admin", "http://"+adminLn.Addr().String(), "strategy", cfg.Strategy,
+		"sticky", cfg.Sticky.Mode, "backends", strings.Join(backends, " "),
+		"healthy", fmt.Sprintf("%d/%d", len(snap.Eligible), len(snap.All)))
+	logger.Info("fastlb serving", attrs...)
 	if len(snap.Eligible) == 0 {
 		logger.Warn("no backend is healthy: requests get 503 until one is")
 	}
 	return a, nil
+}
+
+// ticketKeyInterval is how often the HTTPS listener's session ticket key is
+// renewed; a ticket stays valid for three intervals.
+const ticketKeyInterval = time.Hour
+
+// configError prefixes each problem of a certificate error with the
+// configuration file, as configuration errors are printed.
+func configError(path string, err error) error {
+	var te *tlsconf.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	lines := make([]string, len(te.Problems))
+	for i, p := range te.Problems {
+		lines[i] = path + ": " + p.String()
+	}
+	return errors.New(strings.Join(lines, "\nfastlb: "))
 }
 
 // Config implements adminapi.Runtime.
@@ -201,6 +275,30 @@ var restartOnly = []struct {
 	{"max_request_body", func(a, b *config.Config) bool { return a.MaxRequestBody == b.MaxRequestBody }, func(d, s *config.Config) { d.MaxRequestBody = s.MaxRequestBody }},
 	{"client_read_timeout", func(a, b *config.Config) bool { return a.ClientReadTimeout == b.ClientReadTimeout }, func(d, s *config.Config) { d.ClientReadTimeout = s.ClientReadTimeout }},
 	{"client_idle_timeout", func(a, b *config.Config) bool { return a.ClientIdleTimeout == b.ClientIdleTimeout }, func(d, s *config.Config) { d.ClientIdleTimeout = s.ClientIdleTimeout }},
+	{"tls", func(a, b *config.Config) bool { return sameListener(a.TLS, b.TLS) }, func(d, s *config.Config) { keepListener(d, s) }},
+	{"backend_tls", func(a, b *config.Config) bool { return a.BackendTLS == b.BackendTLS }, func(d, s *config.Config) { d.BackendTLS = s.BackendTLS }},
+}
+
+// sameListener reports whether two "tls" objects need the same HTTPS
+// listener: both absent, or the same port, bind, minimum version and
+// redirect. Certificates can change without a restart.
+func sameListener(a, b *config.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Port == b.Port && a.Bind == b.Bind && a.MinVersion == b.MinVersion && a.RedirectHTTP == b.RedirectHTTP
+}
+
+// keepListener keeps the listener settings of src in dst, and dst's
+// certificates when both have a listener.
+func keepListener(dst, src *config.Config) {
+	if dst.TLS == nil || src.TLS == nil {
+		dst.TLS = src.TLS
+		return
+	}
+	t := *src.TLS
+	t.Certificates = dst.TLS.Certificates
+	dst.TLS = &t
 }
 
 // Reload implements adminapi.Runtime: it re-reads the configuration file and
@@ -218,6 +316,21 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		if !r.same(old, next) {
 			res.RestartRequired = append(res.RestartRequired, r.key)
 			r.keep(next, old)
+		}
+	}
+	// Certificates are re-read on every reload (files replaced in place);
+	// one that cannot be used rejects the whole reload.
+	if problems := tlsconf.Check(next); len(problems) > 0 {
+		return nil, configError(a.cfgPath, &tlsconf.Error{Problems: problems})
+	}
+	if a.tlsListener != nil && next.TLS != nil {
+		certs, err := tlsconf.LoadCertificates(next.TLS)
+		if err != nil {
+			return nil, configError(a.cfgPath, err)
+		}
+		a.tlsListener.Swap(certs)
+		if !slices.Equal(next.TLS.Certificates, old.TLS.Certificates) {
+			res.Applied = append(res.Applied, "tls.certificates")
 		}
 	}
 	if next.AccessLog != old.AccessLog || next.AccessLog != "off" {
@@ -303,14 +416,21 @@ func (a *app) reloadOnSignal() {
 func (a *app) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Config().ShutdownTimeout)
 	defer cancel()
-	if err := a.server.ShutdownWithContext(ctx); err != nil {
-		a.logger.Warn("shutdown_timeout elapsed with requests still in flight; closing", "error", err)
+	var wg sync.WaitGroup
+	for _, s := range a.servers {
+		wg.Go(func() {
+			if err := s.ShutdownWithContext(ctx); err != nil {
+				a.logger.Warn("shutdown_timeout elapsed with requests still in flight; closing", "error", err)
+			}
+		})
 	}
+	wg.Wait()
+	close(a.stopTickets)
 	a.stopHC()
 	<-a.hcDone
 	a.pool.Close()
 	a.adminServer.Shutdown() //nolint:errcheck // the admin API has no long requests
-	for range 2 {
+	for range cap(a.served) {
 		if err := <-a.served; err != nil {
 			a.logger.Error("serving stopped with an error", "error", err)
 		}

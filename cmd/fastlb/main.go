@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"fastlb/config"
+	"fastlb/tlsconf"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -50,6 +51,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		if problems := tlsconf.Check(cfg); len(problems) > 0 {
+			printConfigError(stderr, *cfgPath, &config.Error{File: *cfgPath, Problems: problems})
+			return 1
+		}
 		fmt.Fprintln(stdout, "configuration OK")
 		return 0
 	}
