@@ -77,6 +77,7 @@ func Start(addr string, opts Options) (*Server, error) {
 		ReadBufferSize:               64 << 10,
 		MaxRequestBodySize:           256 << 20,
 		CloseOnShutdown:              true,
+		Logger:                       quiet{},
 	}
 	if opts.TLS != nil {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*opts.TLS}})
@@ -84,6 +85,12 @@ func Start(addr string, opts Options) (*Server, error) {
 	go s.srv.Serve(ln) //nolint:errcheck // returns when Close closes the listener
 	return s, nil
 }
+
+// quiet drops fasthttp's messages about connections that went wrong: test
+// backends meet such clients on purpose.
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
 
 // Addr is the address the backend listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

@@ -87,6 +87,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (_ *app, err er
 	rand.Read(a.secret)
 
 	// Certificates first: a bad one must stop startup before anything binds.
+	if problems := tlsconf.Check(cfg); len(problems) > 0 {
+		return nil, configError(cfgPath, &tlsconf.Error{Problems: problems})
+	}
 	backendTLS, err := tlsconf.BackendConfig(cfg.BackendTLS)
 	if err != nil {
 		return nil, configError(cfgPath, err)

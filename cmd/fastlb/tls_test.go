@@ -1,0 +1,227 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"fastlb/testbackends"
+	"fastlb/tlsconf"
+)
+
+type pki struct {
+	ca    *tlsconf.CA
+	dir   string
+	roots *x509.CertPool
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	ca, err := tlsconf.NewCA("fastlb test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.PEM)
+	p := &pki{ca: ca, dir: t.TempDir(), roots: roots}
+	os.WriteFile(filepath.Join(p.dir, "ca.pem"), ca.PEM, 0o600)
+	return p
+}
+
+// issue writes base.pem and base-key.pem for names and returns their paths.
+func (p *pki) issue(t *testing.T, base string, names ...string) (string, string) {
+	t.Helper()
+	cert, key, err := p.ca.Issue(names, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k := filepath.Join(p.dir, base+".pem"), filepath.Join(p.dir, base+"-key.pem")
+	os.WriteFile(c, cert, 0o600)
+	os.WriteFile(k, key, 0o600)
+	return c, k
+}
+
+func TestHTTPS(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := newPKI(t)
+	c1, k1 := p.issue(t, "main", "localhost", "127.0.0.1")
+	c2, k2 := p.issue(t, "shop", "shop.test")
+	tlsPort := freePort(t)
+	proc := startBinary(t, fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "redirect_http": true,
+		"certificates": [{"cert_file": %q, "key_file": %q}, {"cert_file": %q, "key_file": %q}]}`, tlsPort, c1, k1, c2, k2), a)
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	if !strings.Contains(proc.Logs(), "listen_tls=https://"+tlsAddr) {
+		t.Errorf("start line does not name the HTTPS listener:\n%s", proc.Logs())
+	}
+
+	certFor := func(sni string) string {
+		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("SNI %q: %v", sni, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := certFor("shop.test"); got != "shop.test" {
+		t.Errorf("SNI shop.test got %s", got)
+	}
+	if got := certFor(""); got != "localhost" {
+		t.Errorf("no SNI got %s, want the first certificate", got)
+	}
+	if got := certFor("other.test"); got != "localhost" {
+		t.Errorf("unknown SNI got %s, want the first certificate", got)
+	}
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, ServerName: "localhost"}, MaxIdleConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var reused []bool
+	getTLS := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", "https://"+tlsAddr+path, nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = append(reused, info.Reused) },
+		}))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	code, body := getTLS("/echo")
+	if code != 200 || !strings.Contains(body, `["X-Forwarded-Proto","https"]`) {
+		t.Errorf("HTTPS through fastlb: %d %s", code, body)
+	}
+
+	// The plain port redirects, keeping path and query.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get("http://" + proc.addr + "/a/b%2Fc?x=1&y=%20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := fmt.Sprintf("https://127.0.0.1:%d/a/b%%2Fc?x=1&y=%%20", tlsPort); resp.StatusCode != 308 || resp.Header.Get("Location") != want {
+		t.Errorf("redirect: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	if a.Requests() != 1 {
+		t.Errorf("the redirect reached the backend")
+	}
+
+	// Certificate reload: a new serial for new handshakes; the open
+	// keep-alive connection stays open.
+	oldSerial := serialOf(t, tlsAddr, p.roots)
+	p.issue(t, "main", "localhost", "127.0.0.1")
+	proc.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, proc, `msg="configuration reloaded"`)
+	if code, _ := getTLS("/"); code != 200 {
+		t.Fatalf("after reload: %d", code)
+	}
+	if !reused[len(reused)-1] {
+		t.Error("the keep-alive connection did not survive the certificate reload")
+	}
+	if newSerial := serialOf(t, tlsAddr, p.roots); newSerial == oldSerial {
+		t.Error("a new handshake still gets the old certificate")
+	}
+
+	// A broken pair is refused; the old certificate keeps serving.
+	os.WriteFile(c1, []byte("garbage"), 0o600)
+	proc.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, proc, "do not make a certificate and key pair")
+	if got := certFor("localhost"); got != "localhost" {
+		t.Errorf("after a refused reload: %s", got)
+	}
+}
+
+func serialOf(t *testing.T, addr string, roots *x509.CertPool) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+func TestHTTPSMinVersion(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := newPKI(t)
+	c, k := p.issue(t, "main", "localhost")
+	tlsPort := freePort(t)
+	startBinary(t, fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "min_version": "1.3", "certificates": [{"cert_file": %q, "key_file": %q}]}`, tlsPort, c, k), a)
+	addr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.roots, ServerName: "localhost", MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Error("TLS 1.2 accepted under min_version 1.3")
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.roots, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Errorf("version %x", v)
+	}
+	conn.Close()
+}
+
+func TestHTTPSBackend(t *testing.T) {
+	p := newPKI(t)
+	c, k := p.issue(t, "backend", "127.0.0.1")
+	pair, err := tls.LoadX509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "secure", TLS: &pair})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	trusted := startBinary(t, fmt.Sprintf(`, "backend_tls": {"ca_file": %q}`, filepath.Join(p.dir, "ca.pem")), b)
+	if code, body := get(t, "http://"+trusted.addr+"/"); code != 200 || body != "backend secure\n" {
+		t.Errorf("https backend with ca_file: %d %q", code, body)
+	}
+	untrusted := startBinary(t, "", b)
+	if code, _ := get(t, "http://"+untrusted.addr+"/"); code != 502 {
+		t.Errorf("https backend without its CA: %d, want 502", code)
+	}
+	if !strings.Contains(untrusted.Logs(), "certificate signed by unknown authority") {
+		t.Errorf("the refusal is not logged with its cause:\n%s", untrusted.Logs())
+	}
+	insecure := startBinary(t, `, "backend_tls": {"insecure_skip_verify": true}`, b)
+	if code, _ := get(t, "http://"+insecure.addr+"/"); code != 200 {
+		t.Errorf("insecure_skip_verify: %d", code)
+	}
+	if !strings.Contains(insecure.Logs(), "insecure_skip_verify is on") {
+		t.Error("insecure_skip_verify not warned about at start")
+	}
+}
+
+func TestCheckCertificates(t *testing.T) {
+	p := newPKI(t)
+	c, _ := p.issue(t, "main", "localhost")
+	missing := filepath.Join(p.dir, "nope-key.pem")
+	cfgPath := writeConfig(t, fmt.Sprintf(`{"tls": {"certificates": [{"cert_file": %q, "key_file": %q}]}, "backend_tls": {"ca_file": "/nonexistent/ca.pem"}}`, c, missing))
+	_, errOut, code := runBinary(t, "-check", "-config", cfgPath)
+	want := []string{
+		fmt.Sprintf("fastlb: %s: tls.certificates[0].key_file: cannot read %s: no such file or directory", cfgPath, missing),
+		fmt.Sprintf("fastlb: %s: backend_tls.ca_file: cannot read /nonexistent/ca.pem: no such file or directory", cfgPath),
+	}
+	if code != 1 || strings.TrimSpace(errOut) != strings.Join(want, "\n") {
+		t.Errorf("exit %d:\n%s\nwant:\n%s", code, errOut, strings.Join(want, "\n"))
+	}
+	// Startup fails the same way, binding nothing.
+	_, errOut, code = runBinary(t, "-config", cfgPath)
+	if code != 1 || !strings.Contains(errOut, want[0]) {
+		t.Errorf("startup: exit %d, %s", code, errOut)
+	}
+}
