@@ -10,6 +10,8 @@
 #   bench/wrk-compare.sh                 # 3 rounds of 10s, 64 connections
 #   ROUNDS=5 DURATION=20s bench/wrk-compare.sh
 #   ACCESS_LOG=1 bench/wrk-compare.sh    # also fastlb with its access log on
+#   HTTPS=1 bench/wrk-compare.sh         # the proxies terminate TLS (ECDSA P-256, one certificate)
+#   HTTPS=1 CLOSE=1 CONNS=16 bench/wrk-compare.sh   # a new TLS connection per request
 #
 # Needs wrk; HAProxy and nginx are measured when installed
 # (apt-get install -y wrk haproxy nginx).
@@ -25,7 +27,16 @@ B1=19101 B2=19102 FASTLB=19200 HAPROXY=19201 NGINX=19202 FASTLB_LOG=19203
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install -y wrk)"; exit 1; }
 make -s build
+go build -o bin/fastlb-certs ./tlsconf/cmd/fastlb-certs
 work=$(mktemp -d)
+scheme=http
+wrk_extra=()
+[ -n "${CLOSE:-}" ] && wrk_extra=(-H "Connection: close")
+if [ -n "${HTTPS:-}" ]; then
+	scheme=https
+	bin/fastlb-certs -dir "$work" -names localhost,127.0.0.1 >/dev/null
+	cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -35,12 +46,18 @@ for port in $B1 $B2; do
 	for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 done
 
+tls_json=
+fastlb_port=$FASTLB
+if [ "$scheme" = https ]; then
+	tls_json=", \"tls\": {\"port\": $((FASTLB + 10)), \"bind\": \"127.0.0.1\", \"certificates\": [{\"cert_file\": \"$work/cert.pem\", \"key_file\": \"$work/key.pem\"}]}"
+	fastlb_port=$((FASTLB + 10))
+fi
 cat > "$work/fastlb.json" <<JSON
-{"bind": "127.0.0.1", "port": $FASTLB, "admin_port": 19299, "log_level": "error",
+{"bind": "127.0.0.1", "port": $FASTLB, "admin_port": 19299, "log_level": "error" $tls_json,
  "backends": ["http://127.0.0.1:$B1", "http://127.0.0.1:$B2"]}
 JSON
 GOMAXPROCS=1 taskset -c "$PROXY_CPU" bin/fastlb -config "$work/fastlb.json" & pids+=($!)
-targets=("direct http://127.0.0.1:$B1/" "fastlb http://127.0.0.1:$FASTLB/")
+targets=("direct http://127.0.0.1:$B1/" "fastlb $scheme://127.0.0.1:$fastlb_port/")
 if [ -n "${ACCESS_LOG:-}" ]; then
 	cat > "$work/fastlb-log.json" <<JSON
 {"bind": "127.0.0.1", "port": $FASTLB_LOG, "admin_port": 19298, "log_level": "error", "access_log": "$work/access.log",
@@ -61,7 +78,7 @@ defaults
     timeout client 30s
     timeout server 10s
 frontend fe
-    bind 127.0.0.1:$HAPROXY
+    bind 127.0.0.1:$HAPROXY $( [ "$scheme" = https ] && echo "ssl crt $work/combined.pem alpn http/1.1" )
     option forwardfor
     default_backend be
 backend be
@@ -70,7 +87,7 @@ backend be
     server b2 127.0.0.1:$B2
 CFG
 	taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
-	targets+=("haproxy http://127.0.0.1:$HAPROXY/")
+	targets+=("haproxy $scheme://127.0.0.1:$HAPROXY/")
 fi
 if command -v nginx >/dev/null; then
 	cat > "$work/nginx.conf" <<CFG
@@ -84,7 +101,8 @@ http {
     client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
     upstream be { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 128; }
     server {
-        listen 127.0.0.1:$NGINX;
+        listen 127.0.0.1:$NGINX $( [ "$scheme" = https ] && echo ssl );
+        $( [ "$scheme" = https ] && echo "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_session_cache shared:SSL:10m;" )
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
@@ -95,20 +113,20 @@ http {
 }
 CFG
 	taskset -c "$PROXY_CPU" nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & pids+=($!)
-	targets+=("nginx http://127.0.0.1:$NGINX/")
+	targets+=("nginx $scheme://127.0.0.1:$NGINX/")
 fi
 
 sleep 1
 for t in "${targets[@]}"; do
 	set -- $t
-	curl -fsS -o /dev/null "$2" || { echo "$1 does not answer at $2"; exit 1; }
+	curl -kfsS -o /dev/null "$2" || { echo "$1 does not answer at $2"; exit 1; }
 done
 
-echo "wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, proxies on CPU $PROXY_CPU, load and backends on CPU $LOAD_CPUS"
+echo "wrk -t1 -c$CONNS -d$DURATION ${wrk_extra[*]}, $scheme, $ROUNDS rounds, proxies on CPU $PROXY_CPU, load and backends on CPU $LOAD_CPUS"
 for round in $(seq "$ROUNDS"); do
 	for t in "${targets[@]}"; do
 		set -- $t
-		out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$2")
+		out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" "${wrk_extra[@]}" --latency "$2")
 		rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 		p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
 		errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
