@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 CONFIG  ?= config.json
 
-.PHONY: all build run test fmt-check vet fuzz bench-go clean
+.PHONY: all build run test fmt-check vet fuzz bench-go certs clean
 
 all: build
 
@@ -46,6 +46,10 @@ fuzz:
 ## bench-go: the Go benchmarks of the balancers and the request path
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy
+
+## certs: a local CA and a certificate for localhost in certs/, for trying HTTPS
+certs:
+	$(GO) run ./tlsconf/cmd/fastlb-certs -dir certs
 
 clean:
 	rm -rf bin
