@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 CONFIG  ?= config.json
 
-.PHONY: all build run test fmt-check vet fuzz bench-go certs clean
+.PHONY: all build run test fmt-check vet fuzz bench bench-deps bench-go certs clean
 
 all: build
 
@@ -12,6 +12,8 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/fastlb ./cmd/fastlb
 	$(GO) build -o bin/testbackends ./testbackends/cmd/testbackends
+	$(GO) build -o bin/fastlb-certs ./tlsconf/cmd/fastlb-certs
+	$(GO) build -o bin/fastlb-bench ./bench/cmd/fastlb-bench
 
 ## run: start the test backends of $(CONFIG) and fastlb in front of them; Ctrl-C stops all
 run: build
@@ -43,6 +45,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 1m ./adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 1m ./proxy
 
+## bench: end-to-end scenarios against direct, fastlb, HAProxy and nginx (QUICK=1: about a minute)
+NCPU      := $(shell nproc 2>/dev/null || echo 2)
+LOAD_CPUS := $(if $(filter 1,$(NCPU)),0,1-$(shell expr $(NCPU) - 1))
+bench: build
+	taskset -c $(LOAD_CPUS) bin/fastlb-bench -proxy-cpu 0 $(if $(QUICK),-quick) $(if $(ONLY),-only $(ONLY))
+
+## bench-deps: install wrk, HAProxy and nginx from the distribution's packages
+bench-deps:
+	apt-get update && apt-get install -y wrk haproxy nginx
+
 ## bench-go: the Go benchmarks of the balancers and the request path
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy
@@ -52,4 +64,4 @@ certs:
 	$(GO) run ./tlsconf/cmd/fastlb-certs -dir certs
 
 clean:
-	rm -rf bin
+	rm -rf bin bench/results

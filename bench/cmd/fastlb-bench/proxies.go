@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// certs makes a certificate for the HTTPS scenario once, shared by all proxies.
+func (r *runner) certs() (cert, key, combined string, err error) {
+	cert, key, combined = filepath.Join(r.work, "cert.pem"), filepath.Join(r.work, "key.pem"), filepath.Join(r.work, "combined.pem")
+	if _, err := os.Stat(combined); err == nil {
+		return cert, key, combined, nil
+	}
+	out, err := exec.Command(filepath.Join(r.bin, "fastlb-certs"), "-dir", r.work, "-names", "localhost,127.0.0.1").CombinedOutput()
+	if err != nil {
+		return "", "", "", fmt.Errorf("fastlb-certs: %v: %s", err, out)
+	}
+	c, _ := os.ReadFile(cert)
+	k, _ := os.ReadFile(key)
+	return cert, key, combined, os.WriteFile(combined, append(c, k...), 0o600)
+}
+
+func (r *runner) startFastlb(sc scenario, ports []string) (*exec.Cmd, string, error) {
+	var urls []string
+	for _, p := range ports {
+		urls = append(urls, strconv.Quote("http://127.0.0.1:"+p))
+	}
+	extra := ""
+	if sc.fastlb != "" {
+		extra = ", " + sc.fastlb
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", fastlbPort)
+	if sc.https {
+		cert, key, _, err := r.certs()
+		if err != nil {
+			return nil, "", err
+		}
+		extra += fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]}`, fastlbPort+50, cert, key)
+		addr = fmt.Sprintf("127.0.0.1:%d", fastlbPort+50)
+	}
+	cfg := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "log_level": "error", "health_check_frequency": "2s",
+		"backends": [%s]%s}`, fastlbPort, adminPort, strings.Join(urls, ","), extra)
+	path := filepath.Join(r.work, "fastlb.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	cmd, err := r.start(r.proxyCPU, []string{"GOMAXPROCS=1"}, filepath.Join(r.bin, "fastlb"), "-config", path)
+	return cmd, addr, err
+}
+
+func (r *runner) startHAProxy(sc scenario, ports []string) (*exec.Cmd, string, error) {
+	bind := fmt.Sprintf("127.0.0.1:%d", haproxyPort)
+	if sc.https {
+		_, _, combined, err := r.certs()
+		if err != nil {
+			return nil, "", err
+		}
+		bind += " ssl crt " + combined + " alpn http/1.1"
+	}
+	balance := sc.haproxy
+	if balance == "" {
+		balance = "balance roundrobin"
+	}
+	var servers strings.Builder
+	for i, p := range ports {
+		fmt.Fprintf(&servers, "    server b%d 127.0.0.1:%s", i, p)
+		if strings.Contains(balance, "cookie") {
+			fmt.Fprintf(&servers, " cookie b%d", i)
+		}
+		servers.WriteString("\n")
+	}
+	cfg := fmt.Sprintf(`global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 10s
+frontend fe
+    bind %s
+    option forwardfor
+    default_backend be
+backend be
+    %s
+%s`, bind, balance, servers.String())
+	path := filepath.Join(r.work, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	cmd, err := r.start(r.proxyCPU, nil, "haproxy", "-f", path, "-db", "-q")
+	return cmd, fmt.Sprintf("127.0.0.1:%d", haproxyPort), err
+}
+
+func (r *runner) startNginx(sc scenario, ports []string) (*exec.Cmd, string, error) {
+	listen := fmt.Sprintf("127.0.0.1:%d", nginxPort)
+	tls := ""
+	if sc.https {
+		cert, key, _, err := r.certs()
+		if err != nil {
+			return nil, "", err
+		}
+		listen += " ssl"
+		tls = fmt.Sprintf("ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache shared:SSL:10m;", cert, key)
+	}
+	var servers strings.Builder
+	for _, p := range ports {
+		fmt.Fprintf(&servers, "server 127.0.0.1:%s; ", p)
+	}
+	w := r.work
+	cfg := fmt.Sprintf(`worker_processes 1;
+master_process off;
+daemon off;
+pid %s/nginx.pid;
+error_log %s/nginx-error.log;
+events { worker_connections 8000; }
+http {
+    access_log off;
+    client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;
+    upstream be { %s %s keepalive 256; }
+    server {
+        listen %s;
+        %s
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+    }
+}
+`, w, w, w, w, w, w, w, sc.nginx, servers.String(), listen, tls)
+	path := filepath.Join(w, "nginx.conf")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	cmd, err := r.start(r.proxyCPU, nil, "nginx", "-c", path, "-e", filepath.Join(w, "nginx-error.log"))
+	return cmd, fmt.Sprintf("127.0.0.1:%d", nginxPort), err
+}

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"fastlb/bench/loadgen"
+)
+
+// Result is one target's measurement in one scenario.
+type Result struct {
+	Scenario   string  `json:"scenario"`
+	Target     string  `json:"target"`
+	Skipped    string  `json:"skipped,omitempty"`
+	Requests   int64   `json:"requests"`
+	Errors     int64   `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	RPS        float64 `json:"rps"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	P999ms     float64 `json:"p999_ms"`
+	CPUPer100k float64 `json:"cpu_seconds_per_100k,omitempty"`
+	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"`
+	VsDirect   float64 `json:"rps_vs_direct,omitempty"`
+	VsHAProxy  float64 `json:"rps_vs_haproxy,omitempty"`
+	// Idle-connection scenario only: memory per idle client connection.
+	KiBPerConn float64 `json:"kib_per_idle_conn,omitempty"`
+}
+
+// scenario is one kind of load, meant the same for every target.
+type scenario struct {
+	name     string
+	quick    bool          // part of -quick
+	backends int           // test backends, 2 by default
+	latency  time.Duration // backend answer delay
+	size     int           // backend body size
+	load     loadgen.Config
+	fastlb   string // extra fastlb configuration keys
+	haproxy  string // HAProxy backend lines ("balance roundrobin" when empty)
+	nginx    string // nginx upstream lines ("" for round-robin); "-" when nginx has no equivalent
+	https    bool
+	churn    bool // admin API changes during fastlb's run
+	idle     int  // idle keep-alive connections to hold instead of load
+}
+
+func scenarios() []scenario {
+	small := loadgen.Config{Conns: 64, KeepAlive: true}
+	return []scenario{
+		{name: "small-get", quick: true, load: small},
+		{name: "64k-response", size: 64 << 10, load: small},
+		{name: "16k-post", load: loadgen.Config{Conns: 64, KeepAlive: true, Method: "POST", BodySize: 16 << 10}},
+		{name: "new-conn", quick: true, load: loadgen.Config{Conns: 16}},
+		{name: "2000-conns-20ms", latency: 20 * time.Millisecond, load: loadgen.Config{Conns: 2000, KeepAlive: true}},
+		{name: "100-backends", backends: 100, load: small},
+		{name: "least-conn", load: small, fastlb: `"strategy": "least-conn"`, haproxy: "balance leastconn", nginx: "least_conn;"},
+		{name: "random-two", load: small, fastlb: `"strategy": "random-two"`, haproxy: "balance random(2)", nginx: "random two least_conn;"},
+		{name: "sticky-ip", load: small, fastlb: `"sticky": {"mode": "ip"}`, haproxy: "balance source\n    hash-type consistent", nginx: "hash $remote_addr consistent;"},
+		{name: "sticky-cookie", load: loadgen.Config{Conns: 64, KeepAlive: true, CookieJar: true}, fastlb: `"sticky": {"mode": "cookie"}`,
+			haproxy: "balance roundrobin\n    cookie fastlb insert indirect nocache", nginx: "-"},
+		{name: "https", quick: true, https: true, load: small},
+		{name: "admin-churn", load: small, churn: true},
+		{name: "idle-10k-conns", idle: 10000},
+	}
+}
+
+type runner struct {
+	options
+	mu    sync.Mutex
+	procs []*exec.Cmd
+}
+
+// start runs a command (pinned to cpu when >= 0) and remembers it for stopAll.
+func (r *runner) start(cpu int, env []string, name string, args ...string) (*exec.Cmd, error) {
+	if cpu >= 0 {
+		args = append([]string{"-c", strconv.Itoa(cpu), name}, args...)
+		name = "taskset"
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = nil, nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.procs = append(r.procs, cmd)
+	r.mu.Unlock()
+	return cmd, nil
+}
+
+func (r *runner) stop(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func (r *runner) stopAll() {
+	r.mu.Lock()
+	procs := r.procs
+	r.procs = nil
+	r.mu.Unlock()
+	for _, p := range procs {
+		if p.ProcessState == nil {
+			r.stop(p)
+		}
+	}
+}
+
+// waitPort waits until addr accepts connections.
+func waitPort(addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s does not accept connections", addr)
+}
+
+// cpuSeconds is the user+system CPU time of a process, from /proc.
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+// memKiB reads a field such as VmHWM or VmRSS of /proc/PID/status.
+func memKiB(pid int, field string) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+			return n
+		}
+	}
+	return 0
+}
+
+const (
+	firstBackendPort = 19401
+	fastlbPort       = 19300
+	haproxyPort      = 19301
+	nginxPort        = 19302
+	adminPort        = 19399
+)
+
+func (r *runner) runAll() []Result {
+	var all []Result
+	want := map[string]bool{}
+	for _, n := range strings.Split(r.only, ",") {
+		if n != "" {
+			want[n] = true
+		}
+	}
+	for _, sc := range scenarios() {
+		if len(want) > 0 && !want[sc.name] || len(want) == 0 && r.quick && !sc.quick {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "scenario %s\n", sc.name)
+		res := r.runScenario(sc)
+		all = append(all, res...)
+		for _, x := range res {
+			if x.Skipped != "" {
+				fmt.Fprintf(os.Stderr, "  %-8s %s\n", x.Target, x.Skipped)
+			} else {
+				fmt.Fprintf(os.Stderr, "  %-8s %9.0f req/s  p99 %7.2f ms  errors %d %s\n", x.Target, x.RPS, x.P99ms, x.Errors, x.FirstError)
+			}
+		}
+	}
+	return all
+}
+
+func (r *runner) runScenario(sc scenario) []Result {
+	n := sc.backends
+	if n == 0 {
+		n = 2
+	}
+	var ports []string
+	for i := range n {
+		ports = append(ports, strconv.Itoa(firstBackendPort+i))
+	}
+	args := []string{"-ports", strings.Join(ports, ","), "-latency", sc.latency.String(), "-size", strconv.Itoa(sc.size)}
+	be, err := r.start(-1, nil, filepath.Join(r.bin, "testbackends"), args...)
+	if err != nil {
+		return []Result{{Scenario: sc.name, Target: "all", Skipped: "cannot start backends: " + err.Error()}}
+	}
+	defer r.stop(be)
+	for _, p := range ports {
+		if err := waitPort("127.0.0.1:" + p); err != nil {
+			return []Result{{Scenario: sc.name, Target: "all", Skipped: err.Error()}}
+		}
+	}
+	var results []Result
+	for _, t := range strings.Split(r.targets, ",") {
+		res := r.measure(sc, t, ports)
+		res.Scenario, res.Target = sc.name, t
+		results = append(results, res)
+	}
+	var direct, haproxy float64
+	for _, x := range results {
+		switch x.Target {
+		case "direct":
+			direct = x.RPS
+		case "haproxy":
+			haproxy = x.RPS
+		}
+	}
+	for i := range results {
+		if results[i].Skipped != "" || results[i].RPS == 0 {
+			continue
+		}
+		if direct > 0 && results[i].Target != "direct" {
+			results[i].VsDirect = results[i].RPS / direct
+		}
+		if haproxy > 0 && results[i].Target != "haproxy" && results[i].Target != "direct" {
+			results[i].VsHAProxy = results[i].RPS / haproxy
+		}
+	}
+	return results
+}
+
+// measure starts one target for a scenario, loads it, and stops it.
+func (r *runner) measure(sc scenario, target string, ports []string) Result {
+	var proxy *exec.Cmd
+	var err error
+	addr := "127.0.0.1:" + ports[0]
+	switch target {
+	case "direct":
+		if sc.https {
+			return Result{Skipped: "backends speak plain HTTP"}
+		}
+	case "fastlb":
+		proxy, addr, err = r.startFastlb(sc, ports)
+	case "haproxy":
+		if !installed("haproxy") {
+			return Result{Skipped: "not installed"}
+		}
+		proxy, addr, err = r.startHAProxy(sc, ports)
+	case "nginx":
+		if !installed("nginx") {
+			return Result{Skipped: "not installed"}
+		}
+		if sc.nginx == "-" {
+			return Result{Skipped: "no equivalent in nginx's open source edition"}
+		}
+		proxy, addr, err = r.startNginx(sc, ports)
+	default:
+		return Result{Skipped: "unknown target"}
+	}
+	if err != nil {
+		return Result{Skipped: err.Error()}
+	}
+	if proxy != nil {
+		defer r.stop(proxy)
+		if err := waitPort(addr); err != nil {
+			return Result{Skipped: err.Error()}
+		}
+		time.Sleep(200 * time.Millisecond) // first health checks
+	}
+	if sc.idle > 0 {
+		if proxy == nil {
+			return Result{Skipped: "measures proxies only"}
+		}
+		return r.idleConns(sc, proxy.Process.Pid, addr)
+	}
+	cfg := sc.load
+	cfg.Addr, cfg.HTTPS, cfg.Duration = addr, sc.https, r.duration
+	// Warm up connection pools, then measure.
+	warm := cfg
+	warm.Duration = r.duration / 10
+	loadgen.Run(warm) //nolint:errcheck
+	var cpu0 float64
+	if proxy != nil {
+		cpu0 = cpuSeconds(proxy.Process.Pid)
+	}
+	stopChurn := make(chan struct{})
+	churned := make(chan int)
+	if sc.churn && target == "fastlb" {
+		go func() { churned <- churn(ports, stopChurn) }()
+	} else {
+		close(churned)
+	}
+	res, err := loadgen.Run(cfg)
+	close(stopChurn)
+	changes := <-churned
+	if err != nil {
+		return Result{Skipped: err.Error()}
+	}
+	out := Result{
+		Requests: res.Requests, Errors: res.Errors, FirstError: res.FirstErr, RPS: res.RPS(),
+		P50ms:  float64(res.Percentile(50).Microseconds()) / 1000,
+		P99ms:  float64(res.Percentile(99).Microseconds()) / 1000,
+		P999ms: float64(res.Percentile(99.9).Microseconds()) / 1000,
+	}
+	if proxy != nil && res.Requests > 0 {
+		out.CPUPer100k = (cpuSeconds(proxy.Process.Pid) - cpu0) / float64(res.Requests) * 100000
+		out.PeakRSSMiB = memKiB(proxy.Process.Pid, "VmHWM") / 1024
+	}
+	if changes > 0 && out.FirstError == "" {
+		out.FirstError = fmt.Sprintf("(%d admin changes during the run)", changes)
+	}
+	return out
+}
+
+// idleConns opens sc.idle keep-alive connections, each making one request,
+// and reports the proxy's RSS growth per connection.
+func (r *runner) idleConns(sc scenario, pid int, addr string) Result {
+	before := memKiB(pid, "VmRSS")
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+	buf := make([]byte, 4096)
+	errors := 0
+	for range sc.idle {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			errors++
+			continue
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(req); err != nil {
+			errors++
+			continue
+		}
+		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			errors++
+		}
+	}
+	time.Sleep(time.Second)
+	after := memKiB(pid, "VmRSS")
+	return Result{Requests: int64(len(conns)), Errors: int64(errors), PeakRSSMiB: memKiB(pid, "VmHWM") / 1024,
+		KiBPerConn: (after - before) / float64(max(len(conns), 1))}
+}
+
+// churn adds, re-weights, drains and removes a backend through fastlb's
+// admin API until stop is closed, and returns how many changes it made.
+func churn(ports []string, stop <-chan struct{}) int {
+	admin := fmt.Sprintf("http://127.0.0.1:%d/api/v1/backends", adminPort)
+	n := 0
+	do := func(method, url, body string) {
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			n++
+		}
+	}
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return n
+		default:
+		}
+		do("POST", admin, fmt.Sprintf(`{"url": "http://127.0.0.1:%s", "id": "churn"}`, ports[i%len(ports)]))
+		do("PATCH", admin+"/churn", `{"weight": 3}`)
+		do("PATCH", admin+"/churn", `{"state": "drain"}`)
+		do("DELETE", admin+"/churn", "")
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,199 @@
+// Package loadgen is fastlb's load generator, on the fasthttp client. It runs
+// closed loop (each connection sends its next request as soon as the last
+// one is answered) or open loop (requests at a fixed rate, each latency
+// measured from the moment the request was due, so that a stall delays the
+// measurement of every request scheduled behind it instead of hiding it:
+// no coordinated omission). Latencies go into HDR histograms.
+package loadgen
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/valyala/fasthttp"
+)
+
+// Config describes one run.
+type Config struct {
+	Addr      string        // host:port to connect to
+	HTTPS     bool          // TLS, without verifying the certificate
+	Path      string        // request target, "/" by default
+	Host      string        // Host header; Addr by default
+	Method    string        // "GET" by default
+	BodySize  int           // request body of that many bytes
+	Conns     int           // concurrent connections (and, closed loop, requests in flight)
+	Duration  time.Duration // how long to send
+	Rate      int           // requests per second in total; 0 = closed loop
+	KeepAlive bool          // reuse connections; false sends Connection: close
+	Headers   [][2]string   // extra request headers
+	// CookieJar, when set, sends back the cookies the answers set, one jar
+	// per connection (what sticky-cookie scenarios need).
+	CookieJar bool
+}
+
+// Result is what a run measured.
+type Result struct {
+	Requests  int64         // answered with a 2xx or 3xx
+	Errors    int64         // failed, or answered 4xx/5xx
+	Elapsed   time.Duration // from the first request due to the last answer
+	Histogram *hdrhistogram.Histogram
+	FirstErr  string
+}
+
+// RPS is the rate of good answers.
+func (r *Result) RPS() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
+
+// Percentile is a latency percentile (0..100).
+func (r *Result) Percentile(p float64) time.Duration {
+	return time.Duration(r.Histogram.ValueAtQuantile(p)) * time.Microsecond
+}
+
+// newHistogram records 1 µs to 60 s with 3 significant digits.
+func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+
+// Run sends load as cfg says and returns what it measured.
+func Run(cfg Config) (*Result, error) {
+	if cfg.Conns < 1 {
+		return nil, errors.New("loadgen: Conns must be at least 1")
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/"
+	}
+	if cfg.Method == "" {
+		cfg.Method = fasthttp.MethodGet
+	}
+	if cfg.Host == "" {
+		cfg.Host = cfg.Addr
+	}
+	client := &fasthttp.HostClient{
+		Addr:                      cfg.Addr,
+		IsTLS:                     cfg.HTTPS,
+		TLSConfig:                 &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a load generator against local test certificates
+		MaxConns:                  cfg.Conns,
+		MaxConnWaitTimeout:        time.Minute,
+		ReadTimeout:               time.Minute,
+		WriteTimeout:              time.Minute,
+		MaxIdemponentCallAttempts: 1,
+		DisablePathNormalizing:    true,
+		ReadBufferSize:            64 << 10,
+	}
+	body := make([]byte, cfg.BodySize)
+	for i := range body {
+		body[i] = 'x'
+	}
+	scheme := "http://"
+	if cfg.HTTPS {
+		scheme = "https://"
+	}
+	url := scheme + cfg.Host + cfg.Path
+
+	var (
+		mu       sync.Mutex
+		total    = newHistogram()
+		ok, bad  atomic.Int64
+		firstErr atomic.Value
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(cfg.Duration)
+	var interval time.Duration
+	if cfg.Rate > 0 {
+		interval = time.Second * time.Duration(cfg.Conns) / time.Duration(cfg.Rate)
+	}
+	for w := range cfg.Conns {
+		wg.Go(func() {
+			h := newHistogram()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			var jar []*fasthttp.Cookie
+			// Open loop: worker w owns the slots w, w+Conns, ... of a
+			// schedule of one request every 1/Rate seconds.
+			due := start.Add(time.Duration(w) * time.Second / time.Duration(max(cfg.Rate, 1)))
+			for {
+				now := time.Now()
+				if cfg.Rate > 0 {
+					if due.After(end) {
+						break
+					}
+					if wait := due.Sub(now); wait > 0 {
+						time.Sleep(wait)
+					}
+				} else {
+					if now.After(end) {
+						break
+					}
+					due = now
+				}
+				req.Reset()
+				req.SetRequestURI(url)
+				req.Header.SetMethod(cfg.Method)
+				req.Header.SetHost(cfg.Host)
+				for _, kv := range cfg.Headers {
+					req.Header.Set(kv[0], kv[1])
+				}
+				for _, c := range jar {
+					req.Header.SetCookieBytesKV(c.Key(), c.Value())
+				}
+				if len(body) > 0 {
+					req.SetBodyRaw(body)
+				}
+				if !cfg.KeepAlive {
+					req.SetConnectionClose()
+				}
+				err := client.Do(req, resp)
+				lat := time.Since(due)
+				switch {
+				case err != nil:
+					bad.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				case resp.StatusCode() >= 400:
+					bad.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d", resp.StatusCode()))
+				default:
+					ok.Add(1)
+					h.RecordValue(max(lat.Microseconds(), 1)) //nolint:errcheck // values above 60 s are clipped
+					if cfg.CookieJar {
+						jar = keepCookies(jar, resp)
+					}
+				}
+				due = due.Add(interval)
+			}
+			mu.Lock()
+			total.Merge(h)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	r := &Result{Requests: ok.Load(), Errors: bad.Load(), Elapsed: time.Since(start), Histogram: total}
+	if v := firstErr.Load(); v != nil {
+		r.FirstErr = v.(string)
+	}
+	client.CloseIdleConnections()
+	return r, nil
+}
+
+// keepCookies adds the cookies an answer sets to jar, replacing same names.
+func keepCookies(jar []*fasthttp.Cookie, resp *fasthttp.Response) []*fasthttp.Cookie {
+	for k, v := range resp.Header.Cookies() {
+		c := &fasthttp.Cookie{}
+		if err := c.ParseBytes(v); err != nil {
+			continue
+		}
+		replaced := false
+		for i, old := range jar {
+			if string(old.Key()) == string(k) {
+				jar[i], replaced = c, true
+			}
+		}
+		if !replaced {
+			jar = append(jar, c)
+		}
+	}
+	return jar
+}
