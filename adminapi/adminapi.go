@@ -20,6 +20,7 @@ import (
 	"github.com/fasthttp/router"
 	json "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"fastlb/config"
 	"fastlb/upstream"
@@ -97,6 +98,7 @@ func New(opts Options) *API {
 	v1.DELETE("/backends/{id}", a.auth(a.deleteBackend))
 	v1.GET("/config", a.auth(a.config))
 	v1.POST("/reload", a.auth(a.reload))
+	r.GET("/debug/pprof/{profile:*}", a.auth(pprofhandler.PprofHandler))
 	a.handler = r.Handler
 	return a
 }
