@@ -214,7 +214,7 @@ func TestBackendView(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	h := startAdmin(t, `{"admin_token": "s3cret", "sticky": {"mode": "cookie", "cookie_secret": "0123456789abcdefXYZ"}, "backends": []}`)
-	for _, path := range []string{"/metrics", "/api/v1/status", "/api/v1/backends", "/api/v1/config"} {
+	for _, path := range []string{"/metrics", "/api/v1/status", "/api/v1/backends", "/api/v1/config", "/debug/pprof/"} {
 		if code, body, hdr := h.call("GET", path, ""); code != 401 || !strings.Contains(body, "missing or wrong bearer token") || hdr.Get("WWW-Authenticate") == "" {
 			t.Errorf("%s without token: %d %s", path, code, body)
 		}
