@@ -3,8 +3,10 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 CONFIG  ?= config.json
+PREFIX  ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all build run test fmt-check vet fuzz bench bench-deps bench-go certs clean
+.PHONY: all build run test fmt-check vet fuzz bench bench-deps bench-go certs install clean
 
 all: build
 
@@ -58,6 +60,19 @@ bench-deps:
 ## bench-go: the Go benchmarks of the balancers and the request path
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy
+
+## install: the binary, the systemd unit and /etc/fastlb/config.json (kept if present); DESTDIR and PREFIX apply
+install:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/fastlb ./cmd/fastlb
+	install -D -m 0755 bin/fastlb $(DESTDIR)$(PREFIX)/bin/fastlb
+	sed 's|/usr/local/bin/fastlb|$(PREFIX)/bin/fastlb|g' deploy/fastlb.service > bin/fastlb.service
+	install -D -m 0644 bin/fastlb.service $(DESTDIR)/etc/systemd/system/fastlb.service
+	install -d -m 0750 $(DESTDIR)/etc/fastlb
+	@if [ -e $(DESTDIR)/etc/fastlb/config.json ]; then \
+		echo "keeping the existing $(DESTDIR)/etc/fastlb/config.json"; \
+	else \
+		install -m 0640 config.json $(DESTDIR)/etc/fastlb/config.json; \
+	fi
 
 ## certs: a local CA and a certificate for localhost in certs/, for trying HTTPS
 certs:

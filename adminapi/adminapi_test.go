@@ -42,7 +42,7 @@ func (r *runtime) Reload() (*ReloadResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := r.pool.Apply(next.Backends)
+	d := r.pool.Apply(next.Backends, nil)
 	r.mu.Lock()
 	r.cfg = next
 	r.mu.Unlock()

@@ -73,8 +73,14 @@ func (c *Checker) Reconfigure(cfg *config.Config) {
 
 // RunOnce checks every backend concurrently and returns when all have reported.
 func (c *Checker) RunOnce(ctx context.Context) {
+	c.CheckAll(ctx, c.pool.Snapshot().All)
+}
+
+// CheckAll checks the given backends (maint ones excepted) concurrently,
+// reports each result to the pool, and returns when all have reported.
+func (c *Checker) CheckAll(ctx context.Context, backends []*upstream.Backend) {
 	var wg sync.WaitGroup
-	for _, b := range c.pool.Snapshot().All {
+	for _, b := range backends {
 		if b.State() == upstream.StateMaint {
 			continue
 		}

@@ -296,9 +296,10 @@ func FuzzPeekCookie(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line string) {
 		var h fasthttp.RequestHeader
 		h.Add("Cookie", line)
+		stored := string(h.Peek("Cookie")) // fasthttp may sanitize what Add got
 		v := peekCookie(&h, []byte("lb"))
-		if v != nil && !strings.Contains(line, string(v)) {
-			t.Fatalf("value %q not in %q", v, line)
+		if v != nil && !strings.Contains(stored, string(v)) {
+			t.Fatalf("value %q not in %q", v, stored)
 		}
 	})
 }

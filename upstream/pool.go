@@ -242,21 +242,35 @@ type Diff struct {
 // Apply makes the pool hold exactly the given backends, in that order, and
 // publishes the result at once. A backend whose id, address and max_conns
 // are unchanged keeps its connections, counters and health; its weight and
-// state take the new values. Others are created (and start down until
-// checked) or removed (in-flight requests finish first).
-func (p *Pool) Apply(cfgs []config.Backend) Diff {
+// state take the new values. Others are created or removed (their in-flight
+// requests finish first). prepare, when not nil, gets the backends to be
+// created before anything is published (the health checker checks them
+// there), so a complete change of the backend set never leaves a moment
+// without a healthy backend.
+func (p *Pool) Apply(cfgs []config.Backend, prepare func(fresh []*Backend)) Diff {
+	var fresh []*Backend
+	snap := p.snap.Load()
+	for _, c := range cfgs {
+		if b := snap.Lookup(c.ID); b == nil || !sameIdentity(b, c) {
+			fresh = append(fresh, newBackend(c, p.client))
+		}
+	}
+	if prepare != nil && len(fresh) > 0 {
+		prepare(fresh)
+	}
+
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var d Diff
-	old := p.snap.Load().All
-	kept := make(map[*Backend]bool, len(old))
+	old := p.snap.Load()
+	kept := make(map[*Backend]bool, len(old.All))
 	all := make([]*Backend, 0, len(cfgs))
 	for _, c := range cfgs {
-		b := p.snap.Load().Lookup(c.ID)
+		b := old.Lookup(c.ID)
 		switch {
 		case b == nil:
 			d.Added = append(d.Added, c.ID)
-		case b.Scheme != c.Scheme || b.Addr != c.Addr || b.URL != c.URL || b.MaxConns() != c.MaxConns:
+		case !sameIdentity(b, c):
 			d.Updated = append(d.Updated, c.ID)
 			b = nil
 		default:
@@ -273,13 +287,18 @@ func (p *Pool) Apply(cfgs []config.Backend) Diff {
 			}
 		}
 		if b == nil {
-			b = newBackend(c, p.client)
+			i := slices.IndexFunc(fresh, func(f *Backend) bool { return f.ID == c.ID && sameIdentity(f, c) })
+			if i >= 0 {
+				b = fresh[i]
+			} else {
+				b = newBackend(c, p.client)
+			}
 		} else {
 			kept[b] = true
 		}
 		all = append(all, b)
 	}
-	for _, b := range old {
+	for _, b := range old.All {
 		if !kept[b] {
 			if !slices.Contains(d.Updated, b.ID) {
 				d.Removed = append(d.Removed, b.ID)
@@ -289,6 +308,12 @@ func (p *Pool) Apply(cfgs []config.Backend) Diff {
 	}
 	p.publishLocked(all)
 	return d
+}
+
+// sameIdentity reports whether b is the backend c describes: same id,
+// address and max_conns (weight and state may differ).
+func sameIdentity(b *Backend, c config.Backend) bool {
+	return b.ID == c.ID && b.Scheme == c.Scheme && b.Addr == c.Addr && b.URL == c.URL && b.MaxConns() == c.MaxConns
 }
 
 // setHealthy flips b's health and republishes when it really changed.

@@ -220,7 +220,7 @@ func TestApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := p.Apply(cfg.Backends)
+	d := p.Apply(cfg.Backends, nil)
 	if fmt.Sprint(d.Added) != "[127.0.0.1:8]" || fmt.Sprint(d.Updated) != "[127.0.0.1:2 127.0.0.1:3]" || d.Unchanged != 1 || len(d.Removed) != 0 {
 		t.Errorf("diff = %+v", d)
 	}
@@ -237,7 +237,7 @@ func TestApply(t *testing.T) {
 	if all[2] == bs[2] || all[2].Addr != "127.0.0.1:7" || all[2].Checked() {
 		t.Error("a backend with a new address was not replaced by a new, unchecked one")
 	}
-	d = p.Apply(cfg.Backends[:1])
+	d = p.Apply(cfg.Backends[:1], nil)
 	if fmt.Sprint(d.Removed) != "[127.0.0.1:2 127.0.0.1:3 127.0.0.1:8]" || d.Unchanged != 1 {
 		t.Errorf("diff = %+v", d)
 	}

@@ -45,6 +45,9 @@ type app struct {
 	accessLog   *proxy.AccessLog
 	accessFile  *os.File           // nil for "stderr"
 	servers     []*fasthttp.Server // the plain listener's, then the HTTPS listener's
+	listeners   []namedListener    // what a binary upgrade hands over
+	listenAddr  string             // the proxy listener's address
+	stopWatch   chan struct{}
 	adminServer *fasthttp.Server
 	tlsListener *tlsconf.Listener // nil without "tls"
 	stopTickets chan struct{}
@@ -56,6 +59,23 @@ type app struct {
 }
 
 var _ adminapi.Runtime = (*app)(nil)
+
+// namedListener is a listening socket with the name a binary upgrade
+// hands it over under.
+type namedListener struct {
+	name string
+	ln   net.Listener
+}
+
+// listenOrInherit takes the listener an upgrading parent handed over under
+// name, or opens one.
+func listenOrInherit(inh map[string]net.Listener, name, bind string, port int) (net.Listener, error) {
+	if ln, ok := inh[name]; ok {
+		delete(inh, name)
+		return ln, nil
+	}
+	return listen(bind, port)
+}
 
 // listen opens a TCP listener, naming the address in its error.
 func listen(bind string, port int) (net.Listener, error) {
@@ -76,12 +96,12 @@ func listen(bind string, port int) (net.Listener, error) {
 }
 
 // start builds every part, runs a first round of health checks, and serves.
-func start(cfgPath string, cfg *config.Config, stderr io.Writer) (_ *app, err error) {
+func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]net.Listener) (_ *app, err error) {
 	level := new(slog.LevelVar)
 	setLevel(level, cfg.LogLevel)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	a := &app{cfgPath: cfgPath, logger: logger, level: level, stderr: stderr,
-		hcDone: make(chan struct{}), stopTickets: make(chan struct{})}
+		hcDone: make(chan struct{}), stopTickets: make(chan struct{}), stopWatch: make(chan struct{})}
 	a.cfg.Store(cfg)
 	a.secret = make([]byte, 32)
 	rand.Read(a.secret)
@@ -113,23 +133,31 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (_ *app, err er
 			}
 		}
 	}()
-	ln, err := listen(cfg.Bind, cfg.Port)
+	defer func() {
+		for _, ln := range inh { // handed over but no longer configured
+			ln.Close()
+		}
+	}()
+	ln, err := listenOrInherit(inh, "plain", cfg.Bind, cfg.Port)
 	if err != nil {
 		return nil, err
 	}
 	listeners = append(listeners, ln)
-	adminLn, err := listen(cfg.AdminBind, cfg.AdminPort)
+	adminLn, err := listenOrInherit(inh, "admin", cfg.AdminBind, cfg.AdminPort)
 	if err != nil {
 		return nil, fmt.Errorf("admin API: %w", err)
 	}
 	listeners = append(listeners, adminLn)
+	a.listeners = []namedListener{{"plain", ln}, {"admin", adminLn}}
 	var tlsLn net.Listener
 	if cfg.TLS != nil {
-		if tlsLn, err = listen(cfg.TLS.Bind, cfg.TLS.Port); err != nil {
+		if tlsLn, err = listenOrInherit(inh, "tls", cfg.TLS.Bind, cfg.TLS.Port); err != nil {
 			return nil, fmt.Errorf("HTTPS: %w", err)
 		}
 		listeners = append(listeners, tlsLn)
+		a.listeners = append(a.listeners, namedListener{"tls", tlsLn})
 	}
+	a.listenAddr = ln.Addr().String()
 
 	set := metrics.NewSet()
 	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
@@ -207,6 +235,15 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer) (_ *app, err er
 	if len(snap.Eligible) == 0 {
 		logger.Warn("no backend is healthy: requests get 503 until one is")
 	}
+	if os.Getenv(envReadyFD) != "" {
+		// Started by a binary upgrade: take over as the unit's main process,
+		// then let the old process go.
+		a.notify(mainPIDState() + "\n" + a.statusLine())
+		tellParentReady()
+	} else {
+		a.notify("READY=1\n" + a.statusLine())
+	}
+	go a.watchdog(a.stopWatch)
 	return a, nil
 }
 
@@ -309,6 +346,8 @@ func keepListener(dst, src *config.Config) {
 func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	a.notify(reloadingState())
+	defer func() { a.notify("READY=1\n" + a.statusLine()) }()
 	next, err := config.Load(a.cfgPath)
 	if err != nil {
 		return nil, err
@@ -379,7 +418,9 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 			res.Applied = append(res.Applied, c.key)
 		}
 	}
-	res.Backends = a.pool.Apply(next.Backends)
+	res.Backends = a.pool.Apply(next.Backends, func(fresh []*upstream.Backend) {
+		a.checker.CheckAll(context.Background(), fresh)
+	})
 	a.cfg.Store(next)
 	return res, nil
 }
@@ -415,8 +456,10 @@ func (a *app) reloadOnSignal() {
 
 // shutdown stops accepting, lets in-flight requests finish for up to
 // shutdown_timeout, closes idle connections, stops the health checks and
-// the admin API, and flushes the access log.
+// the admin API, and flushes the access log. After a binary upgrade the
+// listeners live on in the new process; this one only lets go of its copies.
 func (a *app) shutdown() {
+	close(a.stopWatch)
 	ctx, cancel := context.WithTimeout(context.Background(), a.Config().ShutdownTimeout)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -59,20 +59,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	a, err := start(*cfgPath, cfg, stderr)
+	inh, err := inherited()
 	if err != nil {
 		fmt.Fprintln(stderr, "fastlb:", err)
 		return 1
 	}
+	// Signals are caught from here on: one arriving during start-up waits.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	a, err := start(*cfgPath, cfg, stderr, inh)
+	if err != nil {
+		fmt.Fprintln(stderr, "fastlb:", err)
+		return 1
+	}
 	for s := range sig {
-		if s == syscall.SIGHUP {
+		switch s {
+		case syscall.SIGHUP:
 			a.reloadOnSignal()
 			continue
+		case syscall.SIGUSR2:
+			if err := a.upgrade(); err != nil {
+				a.logger.Error("binary upgrade failed; this process keeps serving", "error", err)
+				continue
+			}
+			a.logger.Info("binary upgrade: the new process serves; finishing requests and exiting",
+				"timeout", a.Config().ShutdownTimeout.String())
+		default:
+			a.notify("STOPPING=1")
+			a.logger.Info("shutting down", "signal", s.String(), "timeout", a.Config().ShutdownTimeout.String())
 		}
 		signal.Stop(sig)
-		a.logger.Info("shutting down", "signal", s.String(), "timeout", a.Config().ShutdownTimeout.String())
 		a.shutdown()
 		break
 	}

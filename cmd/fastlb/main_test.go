@@ -168,6 +168,12 @@ func freePort(t *testing.T) int {
 // "fastlb serving" line.
 func startBinary(t *testing.T, extra string, backends ...*testbackends.Server) *process {
 	t.Helper()
+	return startBinaryEnv(t, nil, extra, backends...)
+}
+
+// startBinaryEnv is startBinary with extra environment variables.
+func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testbackends.Server) *process {
+	t.Helper()
 	var urls []string
 	for _, b := range backends {
 		urls = append(urls, fmt.Sprintf("%q", b.URL()))
@@ -177,6 +183,7 @@ func startBinary(t *testing.T, extra string, backends ...*testbackends.Server) *
 	cfgPath := writeConfig(t, js)
 	p := &process{cmd: exec.Command(binary, "-config", cfgPath), addr: fmt.Sprintf("127.0.0.1:%d", port),
 		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort), cfgPath: cfgPath, done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

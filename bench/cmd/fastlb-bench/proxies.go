@@ -120,6 +120,7 @@ error_log %s/nginx-error.log;
 events { worker_connections 8000; }
 http {
     access_log off;
+    client_body_buffer_size 64k;
     client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;
     upstream be { %s %s keepalive 256; }
     server {

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Zero-downtime binary upgrade (SIGUSR2): the running fastlb starts its
+// executable again and hands it its listening sockets as inherited file
+// descriptors, named in an environment variable. The new process serves on
+// them, runs its first health round, and writes "ready" to a pipe the old
+// process also hands over; the old process then stops accepting, finishes
+// its requests and exits. If the new process exits or is not ready in time,
+// the old one keeps serving and logs why.
+
+const (
+	envListeners = "FASTLB_LISTENERS" // "plain=3,admin=4,tls=5": inherited listener fds
+	envReadyFD   = "FASTLB_READY_FD"  // fd of the pipe to write "ready" to
+	upgradeWait  = time.Minute        // how long the old process waits for the new one
+)
+
+// inherited returns the listeners handed over by an upgrading parent, by
+// name, or nil when this process was not started that way.
+func inherited() (map[string]net.Listener, error) {
+	spec := os.Getenv(envListeners)
+	if spec == "" {
+		return nil, nil
+	}
+	os.Unsetenv(envListeners)
+	out := map[string]net.Listener{}
+	for item := range strings.SplitSeq(spec, ",") {
+		name, fdText, ok := strings.Cut(item, "=")
+		fd, err := strconv.Atoi(fdText)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%s: bad item %q", envListeners, item)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		ln, err := net.FileListener(f)
+		f.Close() // FileListener duplicated it
+		if err != nil {
+			return nil, fmt.Errorf("inherited listener %s: %w", name, err)
+		}
+		out[name] = ln
+	}
+	return out, nil
+}
+
+// tellParentReady writes "ready" to the pipe of an upgrading parent.
+func tellParentReady() {
+	fdText := os.Getenv(envReadyFD)
+	if fdText == "" {
+		return
+	}
+	os.Unsetenv(envReadyFD)
+	fd, err := strconv.Atoi(fdText)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	f.WriteString("ready\n") //nolint:errcheck // the parent treats silence as failure
+	f.Close()
+}
+
+// upgrade starts the executable again with this process's listeners and
+// waits for it to be ready. It returns nil once the new process serves; the
+// caller then shuts down. On error the caller keeps serving.
+func (a *app) upgrade() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find my executable: %w", err)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var spec []string
+	for _, l := range a.listeners {
+		tl, ok := l.ln.(interface{ File() (*os.File, error) })
+		if !ok {
+			return fmt.Errorf("listener %s cannot be handed over", l.name)
+		}
+		f, err := tl.File()
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.name, err)
+		}
+		files = append(files, f)
+		spec = append(spec, fmt.Sprintf("%s=%d", l.name, 3+len(files)-1))
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	files = append(files, w)
+	readyFD := 3 + len(files) - 1
+
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), envListeners+"="+strings.Join(spec, ","), envReadyFD+"="+strconv.Itoa(readyFD))
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.ExtraFiles = files
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("cannot start %s: %w", exe, err)
+	}
+	w.Close() // the child holds the write end now
+	a.logger.Info("binary upgrade: new process started", "pid", cmd.Process.Pid, "executable", exe)
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ready := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		ready <- line == "ready\n"
+	}()
+	select {
+	case ok := <-ready:
+		if ok {
+			// The child outlives us; nobody waits for it any more.
+			go func() { <-exited }()
+			return nil
+		}
+		err := <-exited
+		return fmt.Errorf("the new process exited before it was ready: %v", exitCause(err))
+	case err := <-exited:
+		return fmt.Errorf("the new process exited before it was ready: %v", exitCause(err))
+	case <-time.After(upgradeWait):
+		cmd.Process.Kill()
+		return fmt.Errorf("the new process was not ready within %s; killed it", upgradeWait)
+	}
+}
+
+func exitCause(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.String()
+	}
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
