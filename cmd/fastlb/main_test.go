@@ -184,6 +184,9 @@ func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testb
 	p := &process{cmd: exec.Command(binary, "-config", cfgPath), addr: fmt.Sprintf("127.0.0.1:%d", port),
 		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort), cfgPath: cfgPath, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
+	// Its own process group, so cleanup also stops a process it started
+	// (a binary upgrade's).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +209,7 @@ func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testb
 		p.done <- p.cmd.Wait()
 	}()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	})
 	select {
 	case <-ready:
