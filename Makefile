@@ -34,6 +34,7 @@ test: fmt-check vet
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 5s ./adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 5s ./proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime 10s ./proxy
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -46,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 1m ./adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 1m ./proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime 2m ./proxy
 
 ## bench: end-to-end scenarios against direct, fastlb, HAProxy and nginx (QUICK=1: about a minute)
 NCPU      := $(shell nproc 2>/dev/null || echo 2)

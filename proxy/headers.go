@@ -48,7 +48,9 @@ func removeHopByHop(h header) {
 		for len(v) > 0 {
 			var tok []byte
 			tok, v, _ = bytes.Cut(v, comma)
-			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+			// Host is never hop-by-hop: a client naming it must not strip
+			// the request of its target host.
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, headerHost) {
 				h.DelBytes(tok)
 			}
 		}
@@ -124,6 +126,7 @@ var tokenChars = func() (t [256]bool) {
 }()
 
 var (
+	headerHost      = []byte("Host")
 	headerXFF       = []byte("X-Forwarded-For")
 	headerXFP       = []byte("X-Forwarded-Proto")
 	headerXFH       = []byte("X-Forwarded-Host")

@@ -107,6 +107,12 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 // serve forwards the request and returns the backend that answered last, or nil.
 func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	req := &ctx.Request
+	if !isHTTP1(req.Header.Protocol()) {
+		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", "HTTP version not supported")
+		ctx.SetConnectionClose()
+		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
+		return nil
+	}
 	if err := checkHeaders(req.Header.RawHeaders(), req.Header.ContentLength() == -1); err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
@@ -130,6 +136,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 
 	resp := &ctx.Response
 	isTLS := ctx.IsTLS()
+	noHost := len(req.Header.Host()) == 0
 	var tried balancer.Tried
 	var last *upstream.Backend
 	defer p.countRestick(&key, &last)
@@ -153,6 +160,11 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		if wantTLS := b.Scheme == "https"; wantTLS != isTLS {
 			req.URI().SetScheme(b.Scheme)
 			isTLS = wantTLS
+		}
+		if noHost {
+			// An HTTP/1.0 request may come without Host; the backend
+			// gets its own address, as nginx sends by default.
+			req.SetHost(b.Addr)
 		}
 		req.SetTimeout(st.BackendTimeout)
 		b.Acquire()
@@ -261,7 +273,14 @@ func idempotent(req *fasthttp.Request) bool {
 	return false
 }
 
+// isHTTP1 reports whether a request line's version is HTTP/1.x; fasthttp
+// accepts any "HTTP/" version and speaks 1.1 to the backend.
+func isHTTP1(proto []byte) bool {
+	return len(proto) == len("HTTP/1.1") && string(proto[:len("HTTP/1.")]) == "HTTP/1." && proto[7] >= '0' && proto[7] <= '9'
+}
+
 var errorBodies = map[int]string{
+	fasthttp.StatusHTTPVersionNotSupported:     "505 HTTP Version Not Supported\n",
 	fasthttp.StatusBadRequest:                  "400 Bad Request\n",
 	fasthttp.StatusRequestTimeout:              "408 Request Timeout\n",
 	fasthttp.StatusRequestEntityTooLarge:       "413 Content Too Large\n",

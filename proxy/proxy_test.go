@@ -300,11 +300,11 @@ func TestForwardedHeaders(t *testing.T) {
 
 func TestHopByHopRequestHeaders(t *testing.T) {
 	h := startHarness(t, "", 1)
-	out := h.raw("GET /echo HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret, x-other\r\nConnection: close\r\n" +
+	out := h.raw("GET /echo HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret, x-other, Host\r\nConnection: close\r\n" +
 		"X-Secret: s\r\nx-other: o\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n" +
 		"Trailer: X-T\r\nUpgrade: websocket\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Kept: yes\r\n\r\n")
-	if !strings.Contains(out, `["X-Kept","yes"]`) {
-		t.Fatalf("end-to-end header lost:\n%s", out)
+	if !strings.Contains(out, `["X-Kept","yes"]`) || !strings.Contains(out, `["Host","h"]`) {
+		t.Fatalf("end-to-end header lost (Host named in Connection must stay):\n%s", out)
 	}
 	for _, gone := range []string{"Connection", "X-Secret", "X-Other", "Keep-Alive", "Proxy-Connection", `"Te"`,
 		"Trailer", "Upgrade", "Proxy-Authorization"} {
@@ -375,6 +375,17 @@ func TestMalformedRequestsRefused(t *testing.T) {
 		{"obs-fold", "GET /echo HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n", "400"},
 		{"two Hosts", "GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"},
 		{"unknown transfer coding", "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "400"},
+		{"chunked not last", "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", "400"},
+		{"chunked in HTTP/1.0", "POST /echo HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"},
+		{"malformed chunk size", "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", "400"},
+		{"no Host in HTTP/1.1", "GET /echo HTTP/1.1\r\n\r\n", "400"},
+		{"NUL in a name", "GET /echo HTTP/1.1\r\nHost: h\r\nX-A\x00b: 1\r\n\r\n", "400"},
+		{"CR in a value", "GET /echo HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", "400"},
+		{"signed CL", "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello", "400"},
+		{"space in target", "GET /ec ho HTTP/1.1\r\nHost: h\r\n\r\n", "400"},
+		{"unknown protocol", "GET /echo FOO/1.1\r\nHost: h\r\n\r\n", "400"},
+		{"HTTP/2.0 request line", "GET /echo HTTP/2.0\r\nHost: h\r\n\r\n", "505"},
+		{"HTTP/3.0 request line", "GET /echo HTTP/3.0\r\nHost: h\r\n\r\n", "505"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,6 +398,24 @@ func TestMalformedRequestsRefused(t *testing.T) {
 				t.Errorf("the backend saw %d requests; a refused request must not be forwarded", n)
 			}
 		})
+	}
+}
+
+func TestHTTP10WithoutHost(t *testing.T) {
+	h := startHarness(t, "", 1)
+	out := h.raw("GET /echo HTTP/1.0\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.0 200") && !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Fatalf("HTTP/1.0 without Host: %q", firstLine(out))
+	}
+	if !strings.Contains(out, `["Host","`+h.backends[0].Addr()+`"]`) {
+		t.Errorf("the backend did not get its own address as Host:\n%s", out)
+	}
+	if !h.pool.Snapshot().All[0].Healthy() || h.pool.Snapshot().All[0].Failures() != 0 {
+		t.Error("a client's request without Host counted against the backend")
+	}
+	// HTTP/1.2 is answered as HTTP/1.1 (RFC 9112 section 2.3).
+	if out := h.raw("GET / HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Errorf("HTTP/1.2: %q", firstLine(out))
 	}
 }
 
