@@ -14,6 +14,8 @@
 //	ANY  /delay/{duration}        answer after that long ("250ms")
 //	ANY  /close                   close the connection without answering
 //	ANY  /garbage                 answer bytes that are not HTTP
+//	ANY  /malformed/{kind}        a malformed answer: two-cl, bad-cl,
+//	                              bad-status, ctl-in-value, short-body
 //	ANY  anything else            "backend NAME" padded to Size bytes
 //
 // Every response carries "X-Backend: NAME" and "Server: testbackend".
@@ -165,6 +167,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case string(path) == "/close":
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(c net.Conn) {})
+	case bytes.HasPrefix(path, []byte("/malformed/")):
+		answer, ok := malformed[string(path[len("/malformed/"):])]
+		if !ok {
+			ctx.SetStatusCode(fasthttp.StatusNotFound)
+			return
+		}
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) { c.Write([]byte(answer)) }) //nolint:errcheck
 	case string(path) == "/garbage":
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(c net.Conn) { c.Write([]byte("this is not HTTP\r\n\r\n")) }) //nolint:errcheck
@@ -176,6 +186,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.SetBody(s.body)
 	}
+}
+
+// malformed are answers a backend must never get through a proxy.
+var malformed = map[string]string{
+	"two-cl":       "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+	"bad-cl":       "HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
+	"bad-status":   "HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello",
+	"ctl-in-value": "HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 5\r\n\r\nhello",
+	"short-body":   "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello",
 }
 
 // Echo is what /echo answers: the request exactly as the backend received it.
