@@ -55,6 +55,7 @@ type Config struct {
 	ShutdownTimeout   time.Duration // how long graceful shutdown waits for in-flight requests
 
 	Retries        int // further attempts on another backend after a failed one
+	MaxClientConns int // concurrent client connections per listener; more are answered 503 and closed
 	MaxHeaderBytes int // largest request header block accepted (431 above it)
 	MaxRequestBody int // largest request body accepted (413 above it)
 
@@ -175,6 +176,7 @@ func Defaults() *Config {
 		ClientIdleTimeout:    120 * time.Second,
 		ShutdownTimeout:      30 * time.Second,
 		Retries:              2,
+		MaxClientConns:       50000,
 		MaxHeaderBytes:       16 << 10,
 		MaxRequestBody:       64 << 20,
 		HealthCheckFrequency: 30 * time.Second,

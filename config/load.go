@@ -216,6 +216,7 @@ func (d *decoder) fill(c *Config, top []member) {
 		{"client_idle_timeout", d.durationTo(&c.ClientIdleTimeout)},
 		{"shutdown_timeout", d.durationTo(&c.ShutdownTimeout)},
 		{"retries", d.intTo(&c.Retries)},
+		{"max_client_conns", d.intTo(&c.MaxClientConns)},
 		{"max_header_bytes", d.sizeTo(&c.MaxHeaderBytes)},
 		{"max_request_body", d.sizeTo(&c.MaxRequestBody)},
 		{"health_check_frequency", d.durationTo(&c.HealthCheckFrequency)},
@@ -584,6 +585,9 @@ func (d *decoder) validate(c *Config) {
 	d.positive("health_check.timeout", c.HealthCheck.Timeout)
 	if c.Retries < 0 || c.Retries > MaxRetries {
 		d.fail("retries", "must be 0..%d, not %d", MaxRetries, c.Retries)
+	}
+	if c.MaxClientConns < 1 || c.MaxClientConns > 10_000_000 {
+		d.fail("max_client_conns", "must be 1..10000000, not %d", c.MaxClientConns)
 	}
 	if c.MaxHeaderBytes < 1<<10 || c.MaxHeaderBytes > 1<<20 {
 		d.fail("max_header_bytes", "must be between 1KiB and 1MiB, not %d bytes", c.MaxHeaderBytes)

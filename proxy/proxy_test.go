@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -439,6 +441,34 @@ func TestSizeLimits(t *testing.T) {
 	resp, e := h.echo("POST", "/echo", strings.Repeat("k", 1024))
 	if resp.StatusCode != 200 || len(e.Body) != 1024 {
 		t.Errorf("a body of exactly max_request_body: status %d, %d bytes forwarded", resp.StatusCode, len(e.Body))
+	}
+}
+
+func TestMaxClientConns(t *testing.T) {
+	h := startHarness(t, `"max_client_conns": 2`, 1)
+	var open []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		buf := make([]byte, 512)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _ := c.Read(buf); !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			t.Fatalf("connection within the limit: %q", buf[:n])
+		}
+		open = append(open, c)
+	}
+	out := h.raw("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 503") {
+		t.Errorf("a connection over max_client_conns: %q, want 503", firstLine(out))
+	}
+	open[0].Close()
+	time.Sleep(100 * time.Millisecond)
+	if out := h.raw("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Errorf("after one closed: %q", firstLine(out))
 	}
 }
 

@@ -315,6 +315,7 @@ var restartOnly = []struct {
 	{"max_request_body", func(a, b *config.Config) bool { return a.MaxRequestBody == b.MaxRequestBody }, func(d, s *config.Config) { d.MaxRequestBody = s.MaxRequestBody }},
 	{"client_read_timeout", func(a, b *config.Config) bool { return a.ClientReadTimeout == b.ClientReadTimeout }, func(d, s *config.Config) { d.ClientReadTimeout = s.ClientReadTimeout }},
 	{"client_idle_timeout", func(a, b *config.Config) bool { return a.ClientIdleTimeout == b.ClientIdleTimeout }, func(d, s *config.Config) { d.ClientIdleTimeout = s.ClientIdleTimeout }},
+	{"max_client_conns", func(a, b *config.Config) bool { return a.MaxClientConns == b.MaxClientConns }, func(d, s *config.Config) { d.MaxClientConns = s.MaxClientConns }},
 	{"tls", func(a, b *config.Config) bool { return sameListener(a.TLS, b.TLS) }, func(d, s *config.Config) { keepListener(d, s) }},
 	{"backend_tls", func(a, b *config.Config) bool { return a.BackendTLS == b.BackendTLS }, func(d, s *config.Config) { d.BackendTLS = s.BackendTLS }},
 }
