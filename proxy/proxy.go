@@ -56,6 +56,41 @@ type Proxy struct {
 
 	idPrefix [8]byte // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
+
+	// retryBudget holds retries in tenths: every request adds budgetEarn,
+	// every retry spends budgetCost, so retries stay near 20% of requests
+	// (with a burst of budgetCap/budgetCost), and a failing fleet is not
+	// hit with a multiple of its load.
+	retryBudget  atomic.Int64
+	budgetDenied *metrics.Counter
+}
+
+const (
+	budgetEarn = 2
+	budgetCost = 10
+	budgetCap  = 100 * budgetCost
+)
+
+// earnRetry credits the budget for one request. It writes only when the
+// budget is not full, so a healthy fleet costs one atomic load.
+func (p *Proxy) earnRetry() {
+	if p.retryBudget.Load() < budgetCap {
+		p.retryBudget.Add(budgetEarn)
+	}
+}
+
+// spendRetry takes one retry from the budget, or reports that there is none.
+func (p *Proxy) spendRetry() bool {
+	for {
+		b := p.retryBudget.Load()
+		if b < budgetCost {
+			p.budgetDenied.Inc()
+			return false
+		}
+		if p.retryBudget.CompareAndSwap(b, b-budgetCost) {
+			return true
+		}
+	}
 }
 
 // New returns a proxy over pool with the given settings. The caller connects
@@ -68,12 +103,14 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 		opts.Metrics = metrics.NewSet()
 	}
 	p := &Proxy{
-		pool:      pool,
-		logger:    opts.Logger,
-		retries:   opts.Metrics.NewCounter("fastlb_retries_total"),
-		noBackend: opts.Metrics.NewCounter("fastlb_no_backend_total"),
-		restuck:   opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
+		pool:         pool,
+		logger:       opts.Logger,
+		retries:      opts.Metrics.NewCounter("fastlb_retries_total"),
+		noBackend:    opts.Metrics.NewCounter("fastlb_no_backend_total"),
+		restuck:      opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
+		budgetDenied: opts.Metrics.NewCounter("fastlb_retry_budget_exhausted_total"),
 	}
+	p.retryBudget.Store(budgetCap)
 	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
 	rand.Read(p.idPrefix[:])
@@ -134,6 +171,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		req.Header.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
 	}
 
+	p.earnRetry()
 	resp := &ctx.Response
 	isTLS := ctx.IsTLS()
 	noHost := len(req.Header.Host()) == 0
@@ -179,7 +217,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		f := classify(err)
 		b.Observe(f.status, time.Since(attempt))
 		p.pool.RequestFailed(b, f.connFailure, err.Error())
-		retry := tried.Len() <= st.Retries && (f.nothingSent || (!f.timeout && idempotent(req)))
+		retry := tried.Len() <= st.Retries && (f.nothingSent || (!f.timeout && idempotent(req))) && p.spendRetry()
 		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
 			"attempt", tried.Len(), "retry", retry)

@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"fastlb/testbackends"
+)
+
+// TestRetryBudget: when every backend fails, retries stay near 20% of the
+// requests instead of multiplying the load by 1+retries.
+func TestRetryBudget(t *testing.T) {
+	h := startHarness(t, `"health_check": {"fall": 100}`, 1, 1, 1)
+	const n = 300
+	for range n {
+		h.do("GET", "/close", "")
+	}
+	var retries int
+	fmt.Sscan(h.metric("fastlb_retries_total"), &retries)
+	// A full budget of 100 retries, then 0.2 per request; without the
+	// budget every request would retry twice (600).
+	if max := 100 + n/5 + 5; retries > max || retries < 100 {
+		t.Errorf("%d failing requests made %d retries, want 100..%d", n, retries, max)
+	}
+	if got := h.metric("fastlb_retry_budget_exhausted_total"); got == "0" || got == "missing" {
+		t.Errorf("budget exhaustion not counted: %s", got)
+	}
+	t.Logf("%d failing requests, %d retries, %s denied by the budget", n, retries, h.metric("fastlb_retry_budget_exhausted_total"))
+}
+
+// TestChaos kills and restarts backends, one at a time, while clients send
+// GETs: none may fail while a healthy backend remains.
+func TestChaos(t *testing.T) {
+	h := startHarness(t, `"health_check_frequency": "50ms", "health_check": {"rise": 1, "fall": 2}`, 1, 1, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.checker.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var sent, failed atomic.Int64
+	var first atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				resp, err := client.Get("http://" + h.addr + "/delay/2ms")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					first.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	kills := 0
+	for round := range 9 {
+		i := round % len(h.backends)
+		addr, name := h.backends[i].Addr(), h.backends[i].Name()
+		h.backends[i].Close()
+		kills++
+		time.Sleep(150 * time.Millisecond)
+		s, err := testbackends.Start(addr, testbackends.Options{Name: name})
+		if err != nil {
+			t.Fatalf("restart %s: %v", addr, err)
+		}
+		h.backends[i] = s
+		t.Cleanup(func() { s.Close() })
+		time.Sleep(150 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d GETs failed during %d kills; first: %v", n, sent.Load(), kills, first.Load())
+	}
+	if !strings.Contains(h.logs.String(), `msg="backend down"`) || !strings.Contains(h.logs.String(), `msg="backend up"`) {
+		t.Error("backends were not seen going down and coming back")
+	}
+	t.Logf("%d GETs, %d failed, %d kills and restarts", sent.Load(), failed.Load(), kills)
+}
