@@ -39,6 +39,7 @@ type harness struct {
 	access    *syncBuffer // the access log's output
 	accessLog *AccessLog
 	metrics   *metrics.Set
+	proxy     *Proxy
 }
 
 type syncBuffer struct {
@@ -104,6 +105,7 @@ func (h *harness) start(cfg *config.Config) {
 	h.accessLog = NewAccessLog(h.access)
 	h.metrics = metrics.NewSet()
 	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics})
+	h.proxy = p
 	h.server = NewServer(p.ServeHTTP, cfg, logger)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

@@ -25,6 +25,9 @@ type Settings struct {
 	BackendTimeout time.Duration   // limit for one attempt at one backend
 	Retries        int             // further attempts on other backends
 	Sticky         Sticky
+	// TunnelIdleTimeout ends an upgraded (WebSocket) connection after that
+	// long without a byte in either direction; 0 keeps it open.
+	TunnelIdleTimeout time.Duration
 }
 
 // Options configure a Proxy.
@@ -53,6 +56,8 @@ type Proxy struct {
 	retries   *metrics.Counter
 	noBackend *metrics.Counter
 	restuck   *metrics.Counter
+	upgrades  *metrics.Counter
+	tunnels   tunnels
 
 	idPrefix [8]byte // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
@@ -109,7 +114,11 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 		noBackend:    opts.Metrics.NewCounter("fastlb_no_backend_total"),
 		restuck:      opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
 		budgetDenied: opts.Metrics.NewCounter("fastlb_retry_budget_exhausted_total"),
+		upgrades:     opts.Metrics.NewCounter("fastlb_upgrades_total"),
 	}
+	var open atomic.Int64
+	p.tunnels = tunnels{open: map[*tunnel]struct{}{}, count: func(d int) { open.Add(int64(d)) }}
+	opts.Metrics.NewGauge("fastlb_upgraded_connections", func() float64 { return float64(open.Load()) })
 	p.retryBudget.Store(budgetCap)
 	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
@@ -161,6 +170,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	if st.sticky.Mode != config.StickyOff {
 		key = st.sticky.key(ctx) // before X-Forwarded-For changes
 	}
+	upgrade := upgradeOf(&req.Header)
 	removeHopByHop(&req.Header)
 	// fastlb has already read the body; the backend must not wait to be
 	// invited to send it.
@@ -204,11 +214,24 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 			// gets its own address, as nginx sends by default.
 			req.SetHost(b.Addr)
 		}
-		req.SetTimeout(st.BackendTimeout)
-		b.Acquire()
+		var err error
 		attempt := time.Now()
-		err := b.Client.Do(req, resp)
-		b.Release()
+		if upgrade != nil {
+			err = p.serveUpgrade(ctx, st, b, upgrade)
+			if err == nil || err == errNotSwitched {
+				b.Observe(resp.StatusCode(), time.Since(attempt))
+				p.pool.RequestSucceeded(b)
+				if st.sticky.insertsCookie() && last != key.cookie {
+					st.sticky.setCookie(ctx, last)
+				}
+				return last
+			}
+		} else {
+			req.SetTimeout(st.BackendTimeout)
+			b.Acquire()
+			err = b.Client.Do(req, resp)
+			b.Release()
+		}
 		if err == nil {
 			b.Observe(resp.StatusCode(), time.Since(attempt))
 			p.pool.RequestSucceeded(b)
@@ -279,9 +302,10 @@ type failure struct {
 // that decides between 502, 503 and 504.
 func classify(err error) failure {
 	var dial *fasthttp.ErrDialWithUpstream
+	var upgradeDial *dialError
 	var netErr net.Error
 	switch {
-	case errors.As(err, &dial):
+	case errors.As(err, &dial), errors.As(err, &upgradeDial):
 		return failure{status: fasthttp.StatusBadGateway, cause: "cannot connect", nothingSent: true, connFailure: true}
 	case errors.Is(err, fasthttp.ErrTLSHandshakeTimeout):
 		return failure{status: fasthttp.StatusBadGateway, cause: "TLS handshake timed out", nothingSent: true, connFailure: true}

@@ -60,7 +60,8 @@ func SettingsFor(cfg *config.Config, pool *upstream.Pool, secret []byte) (s Sett
 			c()
 		}
 	}
-	return Settings{Policy: policy, BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Sticky: sticky}, unwatch, nil
+	return Settings{Policy: policy, BackendTimeout: cfg.BackendTimeout, Retries: cfg.Retries, Sticky: sticky,
+		TunnelIdleTimeout: cfg.ClientIdleTimeout}, unwatch, nil
 }
 
 // sticky is Sticky with its names as bytes, ready for the request path.

@@ -12,6 +12,8 @@
 //	ANY  /headers?h=Name:value    answer with those response headers added
 //	ANY  /status/{code}           answer with that status
 //	ANY  /delay/{duration}        answer after that long ("250ms")
+//	GET  /upgrade                 a WebSocket handshake (101), then "welcome\n"
+//	                              and an echo of every byte received
 //	ANY  /close                   close the connection without answering
 //	ANY  /garbage                 answer bytes that are not HTTP
 //	ANY  /malformed/{kind}        a malformed answer: two-cl, bad-cl,
@@ -23,8 +25,11 @@ package testbackends
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -164,6 +169,22 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		time.Sleep(d)
 		ctx.SetBody(s.body)
+	case string(path) == "/upgrade":
+		key := ctx.Request.Header.Peek("Sec-WebSocket-Key")
+		if !ctx.Request.Header.ConnectionUpgrade() || len(key) == 0 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			ctx.SetBodyString("not an upgrade\n")
+			return
+		}
+		sum := sha1.Sum(append(append([]byte(nil), key...), "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"...))
+		ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
+		ctx.Response.Header.Set("Upgrade", "websocket")
+		ctx.Response.Header.Set("Connection", "Upgrade")
+		ctx.Response.Header.Set("Sec-WebSocket-Accept", base64.StdEncoding.EncodeToString(sum[:]))
+		ctx.Hijack(func(c net.Conn) {
+			c.Write([]byte("welcome\n")) //nolint:errcheck
+			io.Copy(c, c)                //nolint:errcheck
+		})
 	case string(path) == "/close":
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(c net.Conn) {})

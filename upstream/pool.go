@@ -93,6 +93,11 @@ func (p *Pool) SetConnectTimeout(d time.Duration) {
 	p.client.connectTimeout.Store(int64(d))
 }
 
+// ConnectTimeout is the limit for opening a connection to a backend.
+func (p *Pool) ConnectTimeout() time.Duration {
+	return time.Duration(p.client.connectTimeout.Load())
+}
+
 // Snapshot returns the current snapshot. It takes no lock.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
 

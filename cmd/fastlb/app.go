@@ -247,6 +247,14 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	return a, nil
 }
 
+// deadlineOf is ctx's deadline, or now when it has none.
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now()
+}
+
 // ticketKeyInterval is how often the HTTPS listener's session ticket key is
 // renewed; a ticket stays valid for three intervals.
 const ticketKeyInterval = time.Hour
@@ -472,6 +480,13 @@ func (a *app) shutdown() {
 		})
 	}
 	wg.Wait()
+	// Upgraded (WebSocket) connections are not the servers' any more: give
+	// them what is left of shutdown_timeout, then close them.
+	if left := time.Until(deadlineOf(ctx)); left > 0 {
+		a.proxy.CloseTunnels(left)
+	} else {
+		a.proxy.CloseTunnels(0)
+	}
 	close(a.stopTickets)
 	a.stopHC()
 	<-a.hcDone

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/upstream"
+)
+
+// Upgrade requests (WebSocket and the like) cannot go through a HostClient,
+// which would pool or close the connection after the 101. fastlb dials the
+// backend itself, forwards the request with Connection: Upgrade and Upgrade
+// kept, and on a 101 answer hijacks the client connection and copies bytes
+// both ways until either side closes or stays silent for the idle timeout.
+
+// tunnels tracks the hijacked connections, so shutdown can wait for them and
+// then close them.
+type tunnels struct {
+	mu    sync.Mutex
+	open  map[*tunnel]struct{}
+	wg    sync.WaitGroup
+	count func(delta int)
+}
+
+type tunnel struct {
+	client, backend net.Conn
+}
+
+func (ts *tunnels) add(t *tunnel) {
+	ts.mu.Lock()
+	ts.open[t] = struct{}{}
+	ts.mu.Unlock()
+	ts.count(1)
+}
+
+func (ts *tunnels) remove(t *tunnel) {
+	ts.mu.Lock()
+	delete(ts.open, t)
+	ts.mu.Unlock()
+	ts.count(-1)
+}
+
+// CloseTunnels waits until the upgraded connections end or timeout passes,
+// then closes those left. Call it after the servers stopped accepting.
+func (p *Proxy) CloseTunnels(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { p.tunnels.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(timeout):
+	}
+	p.tunnels.mu.Lock()
+	for t := range p.tunnels.open {
+		t.client.Close()
+		t.backend.Close()
+	}
+	p.tunnels.mu.Unlock()
+	// A tunnel whose hijack fasthttp skipped (the server was already
+	// closing connections) never registers; do not wait for it.
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+// upgradeOf returns the protocol a client asks to switch to, or nil. A
+// request that also asks to close the connection is not upgraded (fasthttp
+// would not hand the connection over).
+func upgradeOf(h *fasthttp.RequestHeader) []byte {
+	if !h.ConnectionUpgrade() || h.ConnectionClose() {
+		return nil
+	}
+	if v := h.Peek("Upgrade"); len(v) > 0 {
+		return bytes.Clone(v) // removeHopByHop deletes it
+	}
+	return nil
+}
+
+var errNotSwitched = errors.New("the backend did not switch protocols")
+
+// dialError is a failure to connect to a backend for an upgrade; like
+// fasthttp's dial errors, nothing reached the backend.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return "cannot connect to " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// serveUpgrade forwards an upgrade request to b and, on a 101, tunnels the
+// connection. It returns the error to answer with, or nil once the answer
+// (101, or the backend's refusal) is in ctx.Response.
+func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream.Backend, upgrade []byte) error {
+	h := &ctx.Request.Header
+	h.Set("Connection", "Upgrade")
+	h.SetBytesV("Upgrade", upgrade)
+
+	timeout := st.BackendTimeout
+	var bc net.Conn
+	var err error
+	dialer := &net.Dialer{Timeout: p.pool.ConnectTimeout()}
+	p.upgrades.Inc()
+	if b.Scheme == "https" {
+		bc, err = tls.DialWithDialer(dialer, "tcp", b.Addr, b.Client.TLSConfig)
+	} else {
+		bc, err = dialer.Dial("tcp", b.Addr)
+	}
+	if err != nil {
+		return &dialError{addr: b.Addr, err: err}
+	}
+	bc.SetDeadline(time.Now().Add(timeout))
+	bw := bufio.NewWriter(bc)
+	if _, err := h.WriteTo(bw); err != nil {
+		bc.Close()
+		return err
+	}
+	if body := ctx.Request.Body(); len(body) > 0 {
+		bw.Write(body) //nolint:errcheck // Flush reports it
+	}
+	if err := bw.Flush(); err != nil {
+		bc.Close()
+		return err
+	}
+	br := bufio.NewReaderSize(bc, 16<<10)
+	resp := &ctx.Response
+	if err := resp.Header.Read(br); err != nil {
+		bc.Close()
+		return err
+	}
+	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
+		// A refusal: relay it whole, then let the connection go.
+		err := resp.ReadBody(br, 0)
+		bc.Close()
+		if err != nil {
+			return err
+		}
+		removeHopByHop(&resp.Header)
+		return errNotSwitched
+	}
+	bc.SetDeadline(time.Time{})
+	idle := st.TunnelIdleTimeout
+	b.Acquire()
+	p.tunnels.wg.Add(1)
+	ctx.Hijack(func(c net.Conn) {
+		t := &tunnel{client: c, backend: bc}
+		p.tunnels.add(t)
+		defer func() {
+			p.tunnels.remove(t)
+			b.Release()
+			p.tunnels.wg.Done()
+		}()
+		relay(c, bc, br, idle)
+	})
+	return nil
+}
+
+// relay copies client->backend and backend->client (starting with what br
+// already holds) until both directions end, each direction ending after
+// idle without a byte, then closes both connections.
+func relay(client, backend net.Conn, br *bufio.Reader, idle time.Duration) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		copyIdle(backend, client, idle)
+		closeWrite(backend)
+	})
+	copyIdle(client, br, idle, backend)
+	closeWrite(client)
+	wg.Wait()
+	client.Close()
+	backend.Close()
+}
+
+// copyIdle copies src to dst, giving up after idle without data. When src
+// is a bufio.Reader, deadline names the connection behind it.
+func copyIdle(dst net.Conn, src io.Reader, idle time.Duration, deadline ...net.Conn) {
+	conn, _ := src.(net.Conn)
+	if len(deadline) > 0 {
+		conn = deadline[0]
+	}
+	buf := make([]byte, 16<<10)
+	for {
+		if conn != nil && idle > 0 {
+			conn.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			dst.SetWriteDeadline(time.Now().Add(max(idle, time.Minute)))
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() //nolint:errcheck // the connection closes right after anyway
+		return
+	}
+	c.Close()
+}
