@@ -32,6 +32,7 @@ test: fmt-check vet
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run 'Allocations' ./balancer ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime 5s ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 5s ./adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 5s ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime 10s ./proxy
@@ -45,6 +46,7 @@ vet:
 ## fuzz: longer fuzzing of the configuration parser and the admin API's JSON
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime 1m ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePatch$$' -fuzztime 1m ./adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 1m ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime 2m ./proxy

@@ -400,3 +400,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseBackend(f *testing.F) {
+	f.Add([]byte(`{"url": "http://10.0.0.9:81", "weight": 7, "id": "web9", "max_conns": 3, "state": "drain"}`))
+	f.Add([]byte(`{"url": "https://[::1]"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := ParseBackend(data)
+		if err != nil {
+			return
+		}
+		if b.Addr == "" || CheckID(b.ID) != nil || b.Weight < 0 || b.Weight > MaxWeight || b.MaxConns < 0 {
+			t.Fatalf("accepted an invalid backend: %+v", b)
+		}
+	})
+}
