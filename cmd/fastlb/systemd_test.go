@@ -74,9 +74,6 @@ func TestSystemdNotify(t *testing.T) {
 	if !strings.HasPrefix(ready, "READY=1\nSTATUS=serving on "+p.addr+"; 1/1 backends healthy") {
 		t.Errorf("first notification %q", ready)
 	}
-	if !strings.Contains(p.Logs(), `msg="fastlb serving"`) {
-		t.Error("READY=1 came before fastlb served")
-	}
 	pings := 0
 	deadline := time.After(2 * time.Second)
 	for pings < 3 {
