@@ -173,6 +173,6 @@ func BenchmarkProxyRewrite(b *testing.B) {
 		removeHopByHop(h)
 		setForwarded(&r.ctx)
 		var buf [40]byte
-		h.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
+		h.SetCanonical(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
 	}
 }

@@ -145,7 +145,8 @@ func setForwarded(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	var buf [256]byte
 	b := buf[:0]
-	for _, v := range h.PeekAll("X-Forwarded-For") {
+	lines := h.PeekAll("X-Forwarded-For")
+	for _, v := range lines {
 		if len(v) == 0 {
 			continue
 		}
@@ -155,15 +156,18 @@ func setForwarded(ctx *fasthttp.RequestCtx) {
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		b = ip.Unmap().AppendTo(b)
 	}
-	h.DelBytes(headerXFF)
-	h.SetBytesKV(headerXFF, b)
+	if len(lines) > 1 {
+		h.DelBytes(headerXFF) // SetCanonical replaces one line only
+	}
+	// The keys are already in canonical form: no normalisation needed.
+	h.SetCanonical(headerXFF, b)
 	if ctx.IsTLS() {
-		h.SetBytesKV(headerXFP, protoHTTPS)
+		h.SetCanonical(headerXFP, protoHTTPS)
 	} else {
-		h.SetBytesKV(headerXFP, protoHTTP)
+		h.SetCanonical(headerXFP, protoHTTP)
 	}
 	if host := h.Host(); len(host) > 0 {
-		h.SetBytesKV(headerXFH, host)
+		h.SetCanonical(headerXFH, host)
 	} else {
 		h.DelBytes(headerXFH)
 	}

@@ -178,7 +178,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	setForwarded(ctx)
 	if len(req.Header.PeekBytes(headerRequestID)) == 0 {
 		var buf [40]byte
-		req.Header.SetBytesKV(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
+		req.Header.SetCanonical(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
 	}
 
 	p.earnRetry()
