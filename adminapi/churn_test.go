@@ -7,12 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,37 +72,7 @@ func TestChurnUnderLoad(t *testing.T) {
 		pool.Close()
 	}()
 
-	var sent, failed atomic.Int64
-	var firstFailure atomic.Value
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	defer client.CloseIdleConnections()
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				sent.Add(1)
-				resp, err := client.Get("http://" + ln.Addr().String() + "/")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
-
+	load := testbackends.StartLoad("http://"+ln.Addr().String()+"/", 8)
 	changes := 0
 	must := func(method, path, body string, want int) {
 		t.Helper()
@@ -126,13 +93,12 @@ func TestChurnUnderLoad(t *testing.T) {
 		must("PATCH", "/api/v1/backends/"+id, `{"state": "maint"}`, 200)
 		must("DELETE", "/api/v1/backends/"+id, "", 204)
 	}
-	close(done)
-	wg.Wait()
-	if changes < 500 || sent.Load() < 500 {
-		t.Errorf("too little exercised: %d changes, %d requests", changes, sent.Load())
+	sent, failed, first := load.Stop()
+	if changes < 500 || sent < 500 {
+		t.Errorf("too little exercised: %d changes, %d requests", changes, sent)
 	}
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d of %d requests failed during churn; first: %v", n, sent.Load(), firstFailure.Load())
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed during churn; first: %s", failed, sent, first)
 	}
 	served := 0
 	for _, s := range servers[1:] {
@@ -143,7 +109,7 @@ func TestChurnUnderLoad(t *testing.T) {
 	if served == 0 {
 		t.Error("no request reached a churned backend: the test did not exercise changing sets")
 	}
-	t.Logf("%d admin changes, %d requests, 0 failed", changes, sent.Load())
+	t.Logf("%d admin changes, %d requests, %d failed", changes, sent, failed)
 	if got := fmt.Sprint(len(pool.Snapshot().All)); got != "1" || !strings.HasPrefix(pool.Snapshot().All[0].ID, "stable") {
 		t.Errorf("backends left: %v", got)
 	}

@@ -3,11 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,36 +40,7 @@ func TestChaos(t *testing.T) {
 	go func() { h.checker.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	var sent, failed atomic.Int64
-	var first atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				resp, err := client.Get("http://" + h.addr + "/delay/2ms")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					first.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
+	load := testbackends.StartLoad("http://"+h.addr+"/delay/2ms", 8)
 	kills := 0
 	for round := range 9 {
 		i := round % len(h.backends)
@@ -89,13 +56,12 @@ func TestChaos(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		time.Sleep(150 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d of %d GETs failed during %d kills; first: %v", n, sent.Load(), kills, first.Load())
+	sent, failed, first := load.Stop()
+	if failed != 0 {
+		t.Errorf("%d of %d GETs failed during %d kills; first: %s", failed, sent, kills, first)
 	}
 	if !strings.Contains(h.logs.String(), `msg="backend down"`) || !strings.Contains(h.logs.String(), `msg="backend up"`) {
 		t.Error("backends were not seen going down and coming back")
 	}
-	t.Logf("%d GETs, %d failed, %d kills and restarts", sent.Load(), failed.Load(), kills)
+	t.Logf("%d GETs, %d failed, %d kills and restarts", sent, failed, kills)
 }

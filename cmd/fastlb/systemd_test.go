@@ -3,16 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -104,56 +100,17 @@ func TestSystemdNotify(t *testing.T) {
 	}
 }
 
-// load sends GETs through fastlb from several goroutines until stop is
-// closed, counting answers other than 200.
-type load struct {
-	sent, failed atomic.Int64
-	first        atomic.Value
-	stop         chan struct{}
-	wg           sync.WaitGroup
-}
-
-func startLoad(addr string) *load {
-	l := &load{stop: make(chan struct{})}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
-	for range 8 {
-		l.wg.Go(func() {
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				l.sent.Add(1)
-				resp, err := client.Get("http://" + addr + "/")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					l.failed.Add(1)
-					l.first.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *load) finish(t *testing.T) {
+// finishLoad stops l and fails the test if any request failed.
+func finishLoad(t *testing.T, l *testbackends.Load) {
 	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
-	if n := l.failed.Load(); n != 0 {
-		t.Errorf("%d of %d requests failed; first: %v", n, l.sent.Load(), l.first.Load())
+	sent, failed, first := l.Stop()
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed; first: %s", failed, sent, first)
 	}
-	if l.sent.Load() < 100 {
-		t.Errorf("only %d requests sent", l.sent.Load())
+	if sent < 100 {
+		t.Errorf("only %d requests sent", sent)
 	}
-	t.Logf("%d requests, %d failed", l.sent.Load(), l.failed.Load())
+	t.Logf("%d requests, %d failed", sent, failed)
 }
 
 func TestSIGHUPUnderLoad(t *testing.T) {
@@ -163,7 +120,7 @@ func TestSIGHUPUnderLoad(t *testing.T) {
 	defer b.Close()
 	p := startBinary(t, "", a)
 	orig, _ := os.ReadFile(p.cfgPath)
-	l := startLoad(p.addr)
+	l := testbackends.StartLoad("http://"+p.addr+"/", 8)
 	for i := range 10 {
 		// Alternate between backend sets: a alone, b alone.
 		cfg := string(orig)
@@ -175,7 +132,7 @@ func TestSIGHUPUnderLoad(t *testing.T) {
 		waitLogCount(t, p, `msg="configuration reloaded"`, i+1)
 		time.Sleep(50 * time.Millisecond)
 	}
-	l.finish(t)
+	finishLoad(t, l)
 	if a.Requests() == 0 || b.Requests() == 0 {
 		t.Errorf("the reloads did not switch backends: a %d, b %d", a.Requests(), b.Requests())
 	}
@@ -225,7 +182,7 @@ func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 	}
 	os.WriteFile(p.cfgPath, orig, 0o600)
 
-	l := startLoad(p.addr)
+	l := testbackends.StartLoad("http://"+p.addr+"/", 8)
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGUSR2)
@@ -249,7 +206,7 @@ func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("upgrade: old process gone %v after SIGUSR2", time.Since(start).Round(time.Millisecond))
 	time.Sleep(200 * time.Millisecond)
-	l.finish(t)
+	finishLoad(t, l)
 	newPID := statusPID(t, p.adminAddr)
 	if newPID == oldPID || newPID == 0 {
 		t.Fatalf("status pid after upgrade: %d (old %d)", newPID, oldPID)
