@@ -47,7 +47,7 @@ func TestChurnUnderLoad(t *testing.T) {
 		Client: upstream.ClientOptions{ConnectTimeout: time.Second, MaxHeaderBytes: 16 << 10}})
 	policy := balancer.NewSmoothWRR()
 	pool.Watch(policy.Update)
-	checker := healthcheck.New(pool, cfg)
+	checker := healthcheck.New(pool, cfg, nil)
 	checker.RunOnce(context.Background())
 	ctx, stop := context.WithCancel(context.Background())
 	checked := make(chan struct{})

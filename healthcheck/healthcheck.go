@@ -4,6 +4,7 @@ package healthcheck
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -31,6 +32,7 @@ type Pool interface {
 // Backends in maint are not checked.
 type Checker struct {
 	pool     Pool
+	tls      *tls.Config // base configuration for https:// backends; nil: system roots
 	settings atomic.Pointer[settings]
 	now      func() time.Time
 
@@ -48,8 +50,11 @@ type settings struct {
 }
 
 // New returns a checker for the pool, configured by cfg's health-check keys.
-func New(pool Pool, cfg *config.Config) *Checker {
-	c := &Checker{pool: pool, now: time.Now, pending: map[*upstream.Backend]bool{}}
+// HTTP checks of https:// backends verify them with backendTLS (the proxy's
+// own base configuration, see tlsconf.BackendConfig), or the system roots
+// when it is nil.
+func New(pool Pool, cfg *config.Config, backendTLS *tls.Config) *Checker {
+	c := &Checker{pool: pool, tls: backendTLS, now: time.Now, pending: map[*upstream.Backend]bool{}}
 	c.Reconfigure(cfg)
 	return c
 }
@@ -67,6 +72,7 @@ func (c *Checker) Reconfigure(cfg *config.Config) {
 			MaxResponseBodySize:       1 << 20,
 			ReadBufferSize:            max(cfg.MaxHeaderBytes, 4096),
 			DialDualStack:             true,
+			TLSConfig:                 c.tls, // fasthttp sets ServerName per host
 		},
 	})
 }

@@ -100,7 +100,7 @@ func (h *harness) start(cfg *config.Config) {
 		t.Fatal(err)
 	}
 	t.Cleanup(unwatch)
-	h.checker = healthcheck.New(h.pool, cfg)
+	h.checker = healthcheck.New(h.pool, cfg, nil)
 	h.checker.RunOnce(context.Background())
 	h.accessLog = NewAccessLog(h.access)
 	h.metrics = metrics.NewSet()

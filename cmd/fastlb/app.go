@@ -201,7 +201,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	})
 	a.adminServer = api.NewServer()
 
-	a.checker = healthcheck.New(a.pool, cfg)
+	a.checker = healthcheck.New(a.pool, cfg, backendTLS)
 	hcCtx, stopHC := context.WithCancel(context.Background())
 	a.stopHC = stopHC
 	a.checker.RunOnce(hcCtx)

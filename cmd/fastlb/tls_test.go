@@ -186,7 +186,11 @@ func TestHTTPSBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	trusted := startBinary(t, fmt.Sprintf(`, "backend_tls": {"ca_file": %q}`, filepath.Join(p.dir, "ca.pem")), b)
+	trusted := startBinary(t, fmt.Sprintf(`, "backend_tls": {"ca_file": %q}, "health_check_method": "http", "health_check": {"path": "/health"}`,
+		filepath.Join(p.dir, "ca.pem")), b)
+	if !strings.Contains(trusted.Logs(), "healthy=1/1") {
+		t.Errorf("the HTTP health check of an https backend did not use ca_file:\n%s", trusted.Logs())
+	}
 	if code, body := get(t, "http://"+trusted.addr+"/"); code != 200 || body != "backend secure\n" {
 		t.Errorf("https backend with ca_file: %d %q", code, body)
 	}
