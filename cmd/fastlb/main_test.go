@@ -116,9 +116,10 @@ func TestStartupFailures(t *testing.T) {
 			fmt.Sprintf("fastlb: cannot listen on 127.0.0.1:%d: bind: address already in use", port)},
 		{"unknown flag", "", []string{"-frobnicate"}, "flag provided but not defined: -frobnicate"},
 		{"public admin without token", `{"admin_bind": "0.0.0.0", "backends": []}`, nil, "admin_bind: 0.0.0.0 is not a loopback address: set admin_token or admin_token_file"},
-		{"admin port in use", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": []}`, port+1, port), nil,
+		{"admin port in use", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": []}`, freePort(t), port), nil,
 			fmt.Sprintf("fastlb: admin API: cannot listen on 127.0.0.1:%d: bind: address already in use", port)},
-		{"access log unwritable", `{"bind": "127.0.0.1", "port": 1, "access_log": "/nonexistent/dir/access.log", "backends": []}`, nil, "access_log: open /nonexistent/dir/access.log: no such file or directory"},
+		{"access log unwritable", fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "access_log": "/nonexistent/dir/access.log", "backends": []}`, freePort(t), freePort(t)),
+			nil, "access_log: open /nonexistent/dir/access.log: no such file or directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
