@@ -20,20 +20,6 @@ import (
 	"fastlb/config"
 )
 
-// Problem is one certificate file that cannot be used, at its JSON path.
-type Problem = config.Problem
-
-// Error lists every unusable certificate or CA file.
-type Error struct{ Problems []Problem }
-
-func (e *Error) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		lines[i] = p.String()
-	}
-	return strings.Join(lines, "\n")
-}
-
 // Certificates is a loaded set of certificates, indexed by the names they
 // serve. It is never modified after LoadCertificates returns.
 type Certificates struct {
@@ -43,22 +29,23 @@ type Certificates struct {
 }
 
 // LoadCertificates reads and pairs every certificate and key of t. Its
-// error names each file that is missing or does not pair, at its JSON path.
+// error, a *config.Error like a configuration file's, names each file that
+// is missing or does not pair, at its JSON path.
 func LoadCertificates(t *config.TLS) (*Certificates, error) {
 	cs := &Certificates{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
-	var problems []Problem
+	var problems []config.Problem
 	for i, c := range t.Certificates {
 		path := fmt.Sprintf("tls.certificates[%d]", i)
 		cert, err := loadPair(c)
 		if err != nil {
-			problems = append(problems, Problem{Path: path + err.field, Msg: err.msg})
+			problems = append(problems, config.Problem{Path: path + err.field, Msg: err.msg})
 			continue
 		}
 		cs.list = append(cs.list, cert)
 		cs.index(cert)
 	}
 	if len(problems) > 0 {
-		return nil, &Error{Problems: problems}
+		return nil, &config.Error{Problems: problems}
 	}
 	return cs, nil
 }
@@ -230,14 +217,14 @@ func BackendConfig(b config.BackendTLS) (*tls.Config, error) {
 	}
 	pem, err := os.ReadFile(b.CAFile)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{{Path: "backend_tls.ca_file", Msg: fmt.Sprintf("cannot read %s: %v", b.CAFile, unwrapPath(err))}}}
+		return nil, &config.Error{Problems: []config.Problem{{Path: "backend_tls.ca_file", Msg: fmt.Sprintf("cannot read %s: %v", b.CAFile, unwrapPath(err))}}}
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, &Error{Problems: []Problem{{Path: "backend_tls.ca_file", Msg: fmt.Sprintf("%s holds no PEM certificate", b.CAFile)}}}
+		return nil, &config.Error{Problems: []config.Problem{{Path: "backend_tls.ca_file", Msg: fmt.Sprintf("%s holds no PEM certificate", b.CAFile)}}}
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
@@ -245,18 +232,18 @@ func BackendConfig(b config.BackendTLS) (*tls.Config, error) {
 
 // Check loads every certificate, key and CA file cfg names, as startup
 // does, and returns the problems found.
-func Check(cfg *config.Config) []Problem {
-	var problems []Problem
+func Check(cfg *config.Config) []config.Problem {
+	var problems []config.Problem
 	if cfg.TLS != nil {
 		if _, err := LoadCertificates(cfg.TLS); err != nil {
-			var e *Error
+			var e *config.Error
 			if errors.As(err, &e) {
 				problems = append(problems, e.Problems...)
 			}
 		}
 	}
 	if _, err := BackendConfig(cfg.BackendTLS); err != nil {
-		var e *Error
+		var e *config.Error
 		if errors.As(err, &e) {
 			problems = append(problems, e.Problems...)
 		}

@@ -76,7 +76,7 @@ func TestLoadProblems(t *testing.T) {
 		{CertFile: good.CertFile, KeyFile: other.KeyFile},
 		{CertFile: filepath.Join(dir, "expired.pem"), KeyFile: filepath.Join(dir, "expired-key.pem")},
 	}})
-	var e *Error
+	var e *config.Error
 	if !errors.As(err, &e) || len(e.Problems) != 4 {
 		t.Fatalf("want 4 problems, got %v", err)
 	}

@@ -108,11 +108,11 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 
 	// Certificates first: a bad one must stop startup before anything binds.
 	if problems := tlsconf.Check(cfg); len(problems) > 0 {
-		return nil, configError(cfgPath, &tlsconf.Error{Problems: problems})
+		return nil, &config.Error{File: cfgPath, Problems: problems}
 	}
 	backendTLS, err := tlsconf.BackendConfig(cfg.BackendTLS)
 	if err != nil {
-		return nil, configError(cfgPath, err)
+		return nil, fileError(cfgPath, err)
 	}
 	if cfg.BackendTLS.InsecureSkipVerify {
 		logger.Warn("backend_tls.insecure_skip_verify is on: the certificates of https:// backends are not verified")
@@ -120,7 +120,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	if cfg.TLS != nil {
 		certs, err := tlsconf.LoadCertificates(cfg.TLS)
 		if err != nil {
-			return nil, configError(cfgPath, err)
+			return nil, fileError(cfgPath, err)
 		}
 		a.tlsListener = tlsconf.NewListener(certs, cfg.TLS.MinVersion)
 	}
@@ -259,18 +259,14 @@ func deadlineOf(ctx context.Context) time.Time {
 // renewed; a ticket stays valid for three intervals.
 const ticketKeyInterval = time.Hour
 
-// configError prefixes each problem of a certificate error with the
-// configuration file, as configuration errors are printed.
-func configError(path string, err error) error {
-	var te *tlsconf.Error
-	if !errors.As(err, &te) {
-		return err
+// fileError names the configuration file in a *config.Error (certificate
+// problems come without it); other errors pass unchanged.
+func fileError(path string, err error) error {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		ce.File = path
 	}
-	lines := make([]string, len(te.Problems))
-	for i, p := range te.Problems {
-		lines[i] = path + ": " + p.String()
-	}
-	return errors.New(strings.Join(lines, "\nfastlb: "))
+	return err
 }
 
 // Config implements adminapi.Runtime.
@@ -372,12 +368,12 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	// Certificates are re-read on every reload (files replaced in place);
 	// one that cannot be used rejects the whole reload.
 	if problems := tlsconf.Check(next); len(problems) > 0 {
-		return nil, configError(a.cfgPath, &tlsconf.Error{Problems: problems})
+		return nil, &config.Error{File: a.cfgPath, Problems: problems}
 	}
 	if a.tlsListener != nil && next.TLS != nil {
 		certs, err := tlsconf.LoadCertificates(next.TLS)
 		if err != nil {
-			return nil, configError(a.cfgPath, err)
+			return nil, fileError(a.cfgPath, err)
 		}
 		a.tlsListener.Swap(certs)
 		if !slices.Equal(next.TLS.Certificates, old.TLS.Certificates) {

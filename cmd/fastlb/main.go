@@ -52,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *check {
 		if problems := tlsconf.Check(cfg); len(problems) > 0 {
-			printConfigError(stderr, *cfgPath, &config.Error{File: *cfgPath, Problems: problems})
+			printConfigError(stderr, *cfgPath, &config.Error{Problems: problems})
 			return 1
 		}
 		fmt.Fprintln(stdout, "configuration OK")
@@ -69,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	a, err := start(*cfgPath, cfg, stderr, inh)
 	if err != nil {
-		fmt.Fprintln(stderr, "fastlb:", err)
+		printConfigError(stderr, *cfgPath, err)
 		return 1
 	}
 	for s := range sig {
@@ -95,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// printConfigError prints each problem of a *config.Error on a line of its
+// own, naming the file; any other error on one line.
 func printConfigError(w io.Writer, path string, err error) {
 	var ce *config.Error
 	if !errors.As(err, &ce) {
