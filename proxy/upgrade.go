@@ -164,33 +164,29 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 	return nil
 }
 
-// relay copies client->backend and backend->client (starting with what br
-// already holds) until both directions end, each direction ending after
-// idle without a byte, then closes both connections.
+// relay copies client->backend and backend->client (starting with what br,
+// reading the backend, already holds) until both directions end, each
+// direction ending after idle without a byte, then closes both connections.
 func relay(client, backend net.Conn, br *bufio.Reader, idle time.Duration) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		copyIdle(backend, client, idle)
+		copyIdle(backend, client, client, idle)
 		closeWrite(backend)
 	})
-	copyIdle(client, br, idle, backend)
+	copyIdle(client, br, backend, idle)
 	closeWrite(client)
 	wg.Wait()
 	client.Close()
 	backend.Close()
 }
 
-// copyIdle copies src to dst, giving up after idle without data. When src
-// is a bufio.Reader, deadline names the connection behind it.
-func copyIdle(dst net.Conn, src io.Reader, idle time.Duration, deadline ...net.Conn) {
-	conn, _ := src.(net.Conn)
-	if len(deadline) > 0 {
-		conn = deadline[0]
-	}
+// copyIdle copies src, which reads from the connection srcConn, to dst,
+// giving up after idle without data.
+func copyIdle(dst net.Conn, src io.Reader, srcConn net.Conn, idle time.Duration) {
 	buf := make([]byte, 16<<10)
 	for {
-		if conn != nil && idle > 0 {
-			conn.SetReadDeadline(time.Now().Add(idle))
+		if idle > 0 {
+			srcConn.SetReadDeadline(time.Now().Add(idle))
 		}
 		n, err := src.Read(buf)
 		if n > 0 {

@@ -241,7 +241,7 @@ func (b *Backend) MaxConns() int { return int(b.maxConns) }
 
 // eligible reports whether the backend may take new, non-sticky requests.
 func (b *Backend) eligible() bool {
-	return b.State() == StateActive && b.Healthy() && b.Weight() > 0 && !b.removed.Load()
+	return b.State() == StateActive && b.StickyOK()
 }
 
 // StickyOK reports whether the backend may take a request of a client
