@@ -127,29 +127,12 @@ func TestListenerSwapAndResumption(t *testing.T) {
 	dir := t.TempDir()
 	certs1, _ := LoadCertificates(&config.TLS{Certificates: []config.Certificate{writePair(t, ca, dir, "one", "localhost")}})
 	l := NewListener(certs1, "1.2")
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", l.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.(*tls.Conn).Handshake()
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	addr := serveTLS(t, l)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)
 	cache := tls.NewLRUClientSessionCache(4)
 	dial := func(maxVersion uint16) *tls.ConnectionState {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "localhost", RootCAs: roots, ClientSessionCache: cache, MaxVersion: maxVersion})
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: roots, ClientSessionCache: cache, MaxVersion: maxVersion})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +151,7 @@ func TestListenerSwapAndResumption(t *testing.T) {
 	certs2, _ := LoadCertificates(&config.TLS{Certificates: []config.Certificate{writePair(t, ca, dir, "two", "localhost")}})
 	l.Swap(certs2)
 	cache2 := tls.NewLRUClientSessionCache(4)
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "localhost", RootCAs: roots, ClientSessionCache: cache2})
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: roots, ClientSessionCache: cache2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,23 +166,34 @@ func TestMinVersion(t *testing.T) {
 	ca, _ := NewCA("test CA")
 	certs, _ := LoadCertificates(&config.TLS{Certificates: []config.Certificate{writePair(t, ca, t.TempDir(), "c", "localhost")}})
 	l := NewListener(certs, "1.3")
+	addr := serveTLS(t, l)
+	_, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+	if err == nil || !strings.Contains(err.Error(), "protocol version") {
+		t.Errorf("TLS 1.2 under min_version 1.3: %v", err)
+	}
+}
+
+// serveTLS serves l's configuration on 127.0.0.1: each connection does its
+// handshake and is read until the client closes it.
+func serveTLS(t *testing.T, l *Listener) string {
+	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", l.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.(*tls.Conn).Handshake()
-			c.Close()
+			go func() {
+				c.(*tls.Conn).Handshake()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
 		}
 	}()
-	_, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
-	if err == nil || !strings.Contains(err.Error(), "protocol version") {
-		t.Errorf("TLS 1.2 under min_version 1.3: %v", err)
-	}
+	return ln.Addr().String()
 }
