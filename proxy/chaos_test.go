@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,7 @@ func TestRetryBudget(t *testing.T) {
 // TestChaos kills and restarts backends, one at a time, while clients send
 // GETs: none may fail while a healthy backend remains.
 func TestChaos(t *testing.T) {
-	h := startHarness(t, `"health_check_frequency": "50ms", "health_check": {"rise": 1, "fall": 2}`, 1, 1, 1)
+	h := startHarnessWith(t, startStable, `"health_check_frequency": "50ms", "health_check": {"rise": 1, "fall": 2}`, 1, 1, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.checker.Run(ctx); close(done) }()
@@ -64,4 +66,28 @@ func TestChaos(t *testing.T) {
 		t.Error("backends were not seen going down and coming back")
 	}
 	t.Logf("%d GETs, %d failed, %d kills and restarts", sent, failed, kills)
+}
+
+// startStable starts a test backend on a port below the kernel's ephemeral
+// range. A backend restarted on its own port needs one: while it is down,
+// any outgoing connection (fastlb's own, to the other backends) may be given
+// a port from the ephemeral range, its old one included.
+func startStable(opts testbackends.Options) (*testbackends.Server, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	const first = 10000
+	if low <= first+100 {
+		return nil, fmt.Errorf("the ephemeral port range starts at %d; no stable ports below it", low)
+	}
+	var err error
+	for range 50 {
+		port := first + rand.IntN(low-first)
+		var s *testbackends.Server
+		if s, err = testbackends.Start(fmt.Sprintf("127.0.0.1:%d", port), opts); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
 }

@@ -63,10 +63,21 @@ func (s *syncBuffer) String() string {
 // extra is merged into the configuration JSON (e.g. `"strategy": "least-conn"`).
 func startHarness(t *testing.T, extra string, weights ...int) *harness {
 	t.Helper()
+	return startHarnessWith(t, startBackend, extra, weights...)
+}
+
+// startBackend starts a test backend on a port the kernel chooses.
+func startBackend(opts testbackends.Options) (*testbackends.Server, error) {
+	return testbackends.Start("127.0.0.1:0", opts)
+}
+
+// startHarnessWith is startHarness with the backends started by start.
+func startHarnessWith(t *testing.T, start func(testbackends.Options) (*testbackends.Server, error), extra string, weights ...int) *harness {
+	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}, access: &syncBuffer{}}
 	var items []string
 	for i, w := range weights {
-		s, err := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: string(rune('a' + i))})
+		s, err := start(testbackends.Options{Name: string(rune('a' + i))})
 		if err != nil {
 			t.Fatal(err)
 		}
