@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -104,7 +105,36 @@ func New(opts Options) *API {
 }
 
 // Handler is the admin API's request handler.
-func (a *API) Handler(ctx *fasthttp.RequestCtx) { a.handler(ctx) }
+func (a *API) Handler(ctx *fasthttp.RequestCtx) {
+	if ctx.Request.IsBodyStream() && !readBody(ctx) {
+		return
+	}
+	a.handler(ctx)
+}
+
+// readBody reads a streamed request body of at most maxBody bytes into the
+// request, or answers 413. The server streams bodies so that it can read and
+// drop a modest excess after the 413 instead of resetting the connection
+// under a client that is still sending, which would lose the answer.
+func readBody(ctx *fasthttp.RequestCtx) bool {
+	req := &ctx.Request
+	if req.Header.ContentLength() > maxBody {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "cannot read the request: body larger than %d bytes", maxBody)
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(req.BodyStream(), maxBody+1))
+	switch {
+	case err != nil:
+		ctx.SetConnectionClose()
+		writeError(ctx, fasthttp.StatusBadRequest, "cannot read the request: %s", errorCause(err))
+		return false
+	case len(body) > maxBody:
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "cannot read the request: body larger than %d bytes", maxBody)
+		return false
+	}
+	req.SetBody(body)
+	return true
+}
 
 // NewServer returns the admin API's fasthttp server.
 func (a *API) NewServer() *fasthttp.Server {
@@ -113,6 +143,7 @@ func (a *API) NewServer() *fasthttp.Server {
 		ErrorHandler:          errorHandler,
 		Name:                  "fastlb-admin",
 		MaxRequestBodySize:    maxBody,
+		StreamRequestBody:     true,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           60 * time.Second,

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -400,4 +401,39 @@ func FuzzParsePatch(f *testing.F) {
 			t.Fatalf("accepted weight %d", *w)
 		}
 	})
+}
+
+// TestChunkedBodies: bodies without Content-Length are held to the same
+// limit, and a broken chunked body is refused, not half-read.
+func TestChunkedBodies(t *testing.T) {
+	h := startAdmin(t, twoBackends)
+	chunk := func(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
+	big := strings.Repeat("x", 40000)
+	tests := []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"small", chunk(`{"url": "http://127.0.0.1:9005",`) + chunk(` "id": "chunked"}`) + "0\r\n\r\n", 201, `"id": "chunked"`},
+		{"too large", chunk(`{"url": "`+big) + chunk(big+`"}`) + "0\r\n\r\n", 413, `body larger than 65536 bytes`},
+		{"bad chunk size", "zz\r\n{}\r\n0\r\n\r\n", 400, `malformed HTTP`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /api/v1/backends HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s", tt.body)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.want) {
+				t.Errorf("%d %s; want %d with %q", resp.StatusCode, body, tt.status, tt.want)
+			}
+		})
+	}
 }
