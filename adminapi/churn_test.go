@@ -44,7 +44,7 @@ func TestChurnUnderLoad(t *testing.T) {
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	pool := upstream.NewPool(cfg.Backends, upstream.Options{Rise: 1, Fall: 3, Logger: logger,
-		Client: upstream.ClientOptions{ConnectTimeout: time.Second, MaxHeaderBytes: 16 << 10}})
+		Client: upstream.ClientOptions{ConnectTimeout: time.Second, BackendTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}})
 	policy := balancer.NewSmoothWRR()
 	pool.Watch(policy.Update)
 	checker := healthcheck.New(pool, cfg, nil)
@@ -53,7 +53,7 @@ func TestChurnUnderLoad(t *testing.T) {
 	checked := make(chan struct{})
 	go func() { checker.Run(ctx); close(checked) }()
 
-	p := proxy.New(pool, proxy.Settings{Policy: policy, BackendTimeout: 5 * time.Second, Retries: 2}, proxy.Options{Logger: logger})
+	p := proxy.New(pool, proxy.Settings{Policy: policy, Retries: 2}, proxy.Options{Logger: logger})
 	srv := proxy.NewServer(p.ServeHTTP, cfg, logger)
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	go srv.Serve(ln)

@@ -147,7 +147,14 @@ func (l *AccessLog) Log(ctx *fasthttp.RequestCtx, b *upstream.Backend, start, en
 	line = append(line, `,"duration_ms":`...)
 	line = strconv.AppendFloat(line, float64(end.Sub(start).Microseconds())/1000, 'f', 3, 64)
 	line = append(line, `,"bytes":`...)
-	line = strconv.AppendInt(line, int64(len(ctx.Response.Body())), 10)
+	if resp := &ctx.Response; !resp.IsBodyStream() {
+		line = strconv.AppendInt(line, int64(len(resp.Body())), 10)
+	} else if n := resp.Header.ContentLength(); n >= 0 {
+		// Still streaming: what the backend announced.
+		line = strconv.AppendInt(line, int64(n), 10)
+	} else {
+		line = append(line, "null"...)
+	}
 	line = append(line, `,"request_id":`...)
 	line = appendJSONString(line, ctx.Request.Header.PeekBytes(headerRequestID))
 	line = append(line, "}\n"...)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/upstream"
 )
 
 // FuzzRewrite feeds arbitrary header lines through the request checks and
@@ -27,7 +29,7 @@ func FuzzRewrite(f *testing.F) {
 			return
 		}
 		h := &ctx.Request.Header
-		if checkHeaders(h.RawHeaders(), h.ContentLength() == -1) != nil {
+		if upstream.CheckFields(h.RawHeaders()) != nil {
 			return
 		}
 		var named [][]byte

@@ -103,7 +103,7 @@ func (h *harness) start(cfg *config.Config) {
 	h.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
+		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
 		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Logger: logger,
 	})
 	settings, unwatch, err := SettingsFor(cfg, h.pool, []byte("harness-secret-0123456789"))
@@ -115,7 +115,8 @@ func (h *harness) start(cfg *config.Config) {
 	h.checker.RunOnce(context.Background())
 	h.accessLog = NewAccessLog(h.access)
 	h.metrics = metrics.NewSet()
-	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics})
+	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics,
+		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
 	h.proxy = p
 	h.server = NewServer(p.ServeHTTP, cfg, logger)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")

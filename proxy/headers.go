@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -59,71 +58,6 @@ func removeHopByHop(h header) {
 		h.Del(k)
 	}
 }
-
-var (
-	errFraming    = errors.New("both Content-Length and Transfer-Encoding")
-	errHeaderName = errors.New("invalid character in a header name")
-	errObsFold    = errors.New("obsolete line folding in a header")
-)
-
-// checkHeaders refuses requests whose framing or header syntax a backend
-// might read differently from fastlb (request smuggling). fasthttp's parser
-// already refuses duplicate or malformed Content-Length, unknown transfer
-// codings and control characters in values; it accepts a request with both
-// Content-Length and Transfer-Encoding by dropping Content-Length, and
-// header names holding separators. raw is the header block as received.
-func checkHeaders(raw []byte, chunked bool) error {
-	for len(raw) > 0 {
-		line := raw
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			line, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = nil
-		}
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		if len(line) == 0 {
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return errObsFold
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return errHeaderName
-		}
-		name := line[:colon]
-		for _, c := range name {
-			if !isTokenChar(c) {
-				return errHeaderName
-			}
-		}
-		if chunked && len(name) == len("Content-Length") && bytes.EqualFold(name, []byte("Content-Length")) {
-			return errFraming
-		}
-	}
-	return nil
-}
-
-// isTokenChar reports whether c may appear in a field name (RFC 9110 tchar).
-func isTokenChar(c byte) bool {
-	return tokenChars[c]
-}
-
-var tokenChars = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 var (
 	headerHost      = []byte("Host")

@@ -21,10 +21,9 @@ import (
 
 // Settings are the parts of a Proxy that a reload can change.
 type Settings struct {
-	Policy         balancer.Policy // picks backends for requests without a sticky key
-	BackendTimeout time.Duration   // limit for one attempt at one backend
-	Retries        int             // further attempts on other backends
-	Sticky         Sticky
+	Policy  balancer.Policy // picks backends for requests without a sticky key
+	Retries int             // further attempts on other backends
+	Sticky  Sticky
 	// TunnelIdleTimeout ends an upgraded (WebSocket) connection after that
 	// long without a byte in either direction; 0 keeps it open.
 	TunnelIdleTimeout time.Duration
@@ -38,6 +37,11 @@ type Options struct {
 	Metrics *metrics.Set
 	// AccessLog, when not nil, gets a line for every request.
 	AccessLog *AccessLog
+	// MaxRequestBody and ClientReadTimeout are the server's
+	// max_request_body and client_read_timeout, which the proxy applies to
+	// streamed request bodies; 0: no limit.
+	MaxRequestBody    int
+	ClientReadTimeout time.Duration
 }
 
 // settings are Settings prepared for the request path.
@@ -58,6 +62,9 @@ type Proxy struct {
 	restuck   *metrics.Counter
 	upgrades  *metrics.Counter
 	tunnels   tunnels
+
+	maxBody           int
+	clientReadTimeout time.Duration
 
 	idPrefix [8]byte // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
@@ -115,6 +122,9 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 		restuck:      opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
 		budgetDenied: opts.Metrics.NewCounter("fastlb_retry_budget_exhausted_total"),
 		upgrades:     opts.Metrics.NewCounter("fastlb_upgrades_total"),
+
+		maxBody:           opts.MaxRequestBody,
+		clientReadTimeout: opts.ClientReadTimeout,
 	}
 	var open atomic.Int64
 	p.tunnels = tunnels{open: map[*tunnel]struct{}{}, count: func(d int) { open.Add(int64(d)) }}
@@ -159,11 +169,19 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
 		return nil
 	}
-	if err := checkHeaders(req.Header.RawHeaders(), req.Header.ContentLength() == -1); err != nil {
+	if err := upstream.CheckFields(req.Header.RawHeaders()); err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
 		writeError(ctx, fasthttp.StatusBadRequest)
 		return nil
+	}
+	var body *clientBody
+	if req.IsBodyStream() {
+		var err error
+		if body, err = p.takeBody(ctx); err != nil {
+			p.refuseBody(ctx, err)
+			return nil
+		}
 	}
 	st := p.settings.Load()
 	var key stickyKey
@@ -216,6 +234,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		}
 		var err error
 		attempt := time.Now()
+
 		if upgrade != nil {
 			err = p.serveUpgrade(ctx, st, b, upgrade)
 			if err == nil || err == errNotSwitched {
@@ -227,20 +246,25 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 				return last
 			}
 		} else {
-			req.SetTimeout(st.BackendTimeout)
-			b.Acquire()
 			err = b.Client.Do(req, resp)
-			b.Release()
 		}
 		if err == nil {
 			b.Observe(resp.StatusCode(), time.Since(attempt))
 			p.pool.RequestSucceeded(b)
 			break
 		}
+		if body != nil && body.err != nil {
+			// The client failed, not the backend: it stopped sending,
+			// sent too much, or sent a malformed chunk.
+			p.refuseBody(ctx, body.err)
+			return last
+		}
 		f := classify(err)
 		b.Observe(f.status, time.Since(attempt))
 		p.pool.RequestFailed(b, f.connFailure, err.Error())
-		retry := tried.Len() <= st.Retries && (f.nothingSent || (!f.timeout && idempotent(req))) && p.spendRetry()
+		// A streamed body is sent again only if none of it was sent.
+		resendable := body == nil || body.sent == 0
+		retry := tried.Len() <= st.Retries && resendable && (f.nothingSent || (!f.timeout && idempotent(req))) && p.spendRetry()
 		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
 			"attempt", tried.Len(), "retry", retry)
@@ -250,6 +274,13 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		}
 	}
 	removeHopByHop(&resp.Header)
+	if resp.IsBodyStream() {
+		if s, ok := resp.BodyStream().(upstream.Pacer); ok {
+			// The server's write timeout then bounds each write of
+			// the body, not the whole download.
+			s.Pace(ctx.Conn(), p.clientReadTimeout)
+		}
+	}
 	if st.sticky.insertsCookie() && last != key.cookie {
 		st.sticky.setCookie(ctx, last)
 	}
@@ -352,10 +383,15 @@ var errorBodies = map[int]string{
 	fasthttp.StatusGatewayTimeout:              "504 Gateway Timeout\n",
 }
 
-// writeError replaces the response with fastlb's own answer for status.
+// writeError replaces the response with fastlb's own answer for status,
+// keeping a decision to close the connection.
 func writeError(ctx *fasthttp.RequestCtx, status int) {
 	resp := &ctx.Response
+	closeConn := resp.ConnectionClose()
 	resp.Reset()
+	if closeConn {
+		resp.SetConnectionClose()
+	}
 	resp.SetStatusCode(status)
 	resp.Header.SetContentType("text/plain; charset=utf-8")
 	resp.SetBodyString(errorBodies[status])

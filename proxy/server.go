@@ -23,6 +23,7 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		ReadBufferSize:               cfg.MaxHeaderBytes,
 		WriteBufferSize:              16 << 10,
 		MaxRequestBodySize:           cfg.MaxRequestBody,
+		StreamRequestBody:            true, // see takeBody
 		Concurrency:                  cfg.MaxClientConns,
 		ReadTimeout:                  cfg.ClientReadTimeout,
 		WriteTimeout:                 cfg.ClientReadTimeout,

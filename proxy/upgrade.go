@@ -105,7 +105,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 	h.Set("Connection", "Upgrade")
 	h.SetBytesV("Upgrade", upgrade)
 
-	timeout := st.BackendTimeout
+	timeout := p.pool.BackendTimeout()
 	var bc net.Conn
 	var err error
 	dialer := &net.Dialer{Timeout: p.pool.ConnectTimeout()}

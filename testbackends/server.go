@@ -17,7 +17,13 @@
 //	ANY  /close                   close the connection without answering
 //	ANY  /garbage                 answer bytes that are not HTTP
 //	ANY  /malformed/{kind}        a malformed answer: two-cl, bad-cl,
-//	                              bad-status, ctl-in-value, short-body
+//	                              bad-status, ctl-in-value, short-body,
+//	                              cl-and-te, obs-fold, space-before-colon,
+//	                              bad-name, short-stream, bad-chunk
+//	GET  /bytes/{n}               n bytes of Pattern, made as they are sent;
+//	                              ?chunked=1 sends them chunked
+//	ANY  /sink                    reads the body as it comes and answers
+//	                              {"bytes": n, "crc32": c}
 //	ANY  anything else            "backend NAME" padded to Size bytes
 //
 // Every response carries "X-Backend: NAME" and "Server: testbackend".
@@ -29,6 +35,8 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -83,6 +91,7 @@ func Start(addr string, opts Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		ReadBufferSize:               64 << 10,
 		MaxRequestBodySize:           256 << 20,
+		StreamRequestBody:            true, // /sink reads bodies of any size
 		CloseOnShutdown:              true,
 		Logger:                       quiet{},
 	}
@@ -196,6 +205,29 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(c net.Conn) { c.Write([]byte(answer)) }) //nolint:errcheck
+	case bytes.HasPrefix(path, []byte("/bytes/")):
+		n, err := strconv.ParseInt(string(path[len("/bytes/"):]), 10, 64)
+		if err != nil || n < 0 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		body := Pattern(n)
+		if ctx.QueryArgs().Has("chunked") {
+			// Hidden behind a plain io.Reader, the length is unknown
+			// to fasthttp, which then sends the body chunked.
+			ctx.Response.SetBodyStream(struct{ io.Reader }{body}, -1)
+			return
+		}
+		ctx.Response.SetBodyStream(body, int(n))
+	case string(path) == "/sink":
+		sum := crc32.NewIEEE()
+		n, err := io.Copy(sum, ctx.RequestBodyStream())
+		if err != nil {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			ctx.SetBodyString(err.Error() + "\n")
+			return
+		}
+		fmt.Fprintf(ctx, "{\"bytes\": %d, \"crc32\": %d}\n", n, sum.Sum32())
 	case string(path) == "/garbage":
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(c net.Conn) { c.Write([]byte("this is not HTTP\r\n\r\n")) }) //nolint:errcheck
@@ -211,11 +243,45 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 
 // malformed are answers a backend must never get through a proxy.
 var malformed = map[string]string{
-	"two-cl":       "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-	"bad-cl":       "HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
-	"bad-status":   "HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello",
-	"ctl-in-value": "HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 5\r\n\r\nhello",
-	"short-body":   "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello",
+	"two-cl":             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+	"bad-cl":             "HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
+	"bad-status":         "HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello",
+	"ctl-in-value":       "HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 5\r\n\r\nhello",
+	"short-body":         "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello",
+	"cl-and-te":          "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	"obs-fold":           "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\nhello",
+	"space-before-colon": "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+	"bad-name":           "HTTP/1.1 200 OK\r\nX(Bad): 1\r\nContent-Length: 5\r\n\r\nhello",
+	// Streamed, so the header has gone to the client when the body fails:
+	// the client must see the body cut short, never a complete answer.
+	"short-stream": "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nhello",
+	"bad-chunk":    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+}
+
+// Pattern returns a reader of n bytes that /bytes/{n} sends and a client
+// can check: byte i is i mod 251.
+func Pattern(n int64) io.Reader {
+	return io.LimitReader(&pattern{}, n)
+}
+
+type pattern struct{ i int64 }
+
+// patternBytes is the pattern from offset 0, a whole number of periods long.
+var patternBytes = func() []byte {
+	b := make([]byte, 251*256)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}()
+
+func (p *pattern) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		n += copy(b[n:], patternBytes[(p.i+int64(n))%251:])
+	}
+	p.i += int64(n)
+	return n, nil
 }
 
 // Echo is what /echo answers: the request exactly as the backend received it.

@@ -97,7 +97,11 @@ type Backend struct {
 // ClientOptions are the HostClient settings shared by every backend.
 type ClientOptions struct {
 	ConnectTimeout time.Duration // limit for dialling; Pool.SetConnectTimeout changes it later
-	MaxHeaderBytes int           // largest response header accepted from a backend
+	// BackendTimeout bounds one attempt: sending the request and reading
+	// the response, or each read of a streamed response body. 0: none.
+	// Pool.SetBackendTimeout changes it later.
+	BackendTimeout time.Duration
+	MaxHeaderBytes int // largest response header accepted from a backend
 	// TLS is the base configuration of https:// backends; each backend
 	// clones it with its own ServerName. nil: system roots, verification on.
 	TLS *tls.Config
@@ -106,6 +110,7 @@ type ClientOptions struct {
 // clientSettings are a pool's ClientOptions as its backends read them.
 type clientSettings struct {
 	connectTimeout atomic.Int64
+	backendTimeout atomic.Int64
 	maxHeaderBytes int
 	tls            *tls.Config
 }
@@ -116,6 +121,7 @@ func newBackend(c config.Backend, opts *clientSettings) *Backend {
 	st, _ := parseState(c.State)
 	b.state.Store(uint32(st))
 	b.Client = newHostClient(c, opts)
+	b.Client.Transport = &transport{b: b, opts: opts}
 	return b
 }
 

@@ -71,6 +71,7 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	}
 	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes, tls: opts.Client.TLS}
 	client.connectTimeout.Store(int64(opts.Client.ConnectTimeout))
+	client.backendTimeout.Store(int64(opts.Client.BackendTimeout))
 	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
 	p.SetHealthRules(opts.Rise, opts.Fall)
 	all := make([]*Backend, len(backends))
@@ -96,6 +97,16 @@ func (p *Pool) SetConnectTimeout(d time.Duration) {
 // ConnectTimeout is the limit for opening a connection to a backend.
 func (p *Pool) ConnectTimeout() time.Duration {
 	return time.Duration(p.client.connectTimeout.Load())
+}
+
+// SetBackendTimeout changes the limit for one attempt at a backend.
+func (p *Pool) SetBackendTimeout(d time.Duration) {
+	p.client.backendTimeout.Store(int64(d))
+}
+
+// BackendTimeout is the limit for one attempt at a backend.
+func (p *Pool) BackendTimeout() time.Duration {
+	return time.Duration(p.client.backendTimeout.Load())
 }
 
 // Snapshot returns the current snapshot. It takes no lock.

@@ -161,7 +161,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 
 	set := metrics.NewSet()
 	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
+		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
 		Rise:   cfg.HealthCheck.Rise,
 		Fall:   cfg.HealthCheck.Fall,
 		Logger: logger,
@@ -170,7 +170,8 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	if err != nil {
 		return nil, err
 	}
-	a.proxy = proxy.New(a.pool, settings, proxy.Options{Logger: logger, Metrics: set})
+	a.proxy = proxy.New(a.pool, settings, proxy.Options{Logger: logger, Metrics: set,
+		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
 	if err := a.openAccessLog(cfg.AccessLog); err != nil {
 		return nil, err
 	}
@@ -397,6 +398,7 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	a.proxy.Reconfigure(settings)
 	unwatch()
 	a.pool.SetConnectTimeout(next.ConnectTimeout)
+	a.pool.SetBackendTimeout(next.BackendTimeout)
 	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
 	a.checker.Reconfigure(next)
 	setLevel(a.level, next.LogLevel)

@@ -1,0 +1,63 @@
+package upstream
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+)
+
+func TestCheckFields(t *testing.T) {
+	tests := []struct {
+		name, raw string
+		want      error
+	}{
+		{"plain", "Host: a\r\nContent-Length: 5\r\n\r\n", nil},
+		{"bare LF", "Host: a\nX-A: b\n\n", nil},
+		{"empty", "", nil},
+		{"value with spaces and colons", "X-Time: 12:00:01 \r\n", nil},
+		{"length then coding", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", errFraming},
+		{"coding then length", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", errFraming},
+		{"any case", "content-length: 5\r\nTRANSFER-ENCODING: chunked\r\n", errFraming},
+		{"two lengths are the parser's", "Content-Length: 5\r\nContent-Length: 5\r\n", nil},
+		{"fold with space", "X-A: b\r\n c\r\n", errObsFold},
+		{"fold with tab", "X-A: b\r\n\tc\r\n", errObsFold},
+		{"space before colon", "Content-Length : 5\r\n", errHeaderName},
+		{"separator in name", "X(A): 1\r\n", errHeaderName},
+		{"empty name", ": 1\r\n", errHeaderName},
+		{"no colon", "X-A\r\n", errHeaderName},
+		{"NUL in name", "X\x00A: 1\r\n", errHeaderName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := CheckFields([]byte(tt.raw)); got != tt.want {
+				t.Errorf("CheckFields(%q) = %v, want %v", tt.raw, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPeekHeader(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+		bufSize        int
+	}{
+		{"CRLF", "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\nbody", "A: 1\r\nB: 2\r\n", 4096},
+		{"bare LF", "HTTP/1.1 200 OK\nA: 1\n\nbody", "A: 1\n", 4096},
+		{"no fields", "HTTP/1.1 204 No Content\r\n\r\n", "", 4096},
+		{"cut short", "HTTP/1.1 200 OK\r\nA: 1\r\n", "", 4096},
+		{"larger than the buffer", "HTTP/1.1 200 OK\r\nA: " + strings.Repeat("x", 100) + "\r\n\r\n", "", 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			br := bufio.NewReaderSize(strings.NewReader(tt.in), tt.bufSize)
+			if got := string(peekHeader(br)); got != tt.want {
+				t.Errorf("peekHeader = %q, want %q", got, tt.want)
+			}
+			if br.Buffered() > 0 {
+				if b, _ := br.Peek(1); b[0] != tt.in[0] {
+					t.Error("peekHeader consumed input")
+				}
+			}
+		})
+	}
+}

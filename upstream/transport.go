@@ -1,0 +1,287 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// StreamThreshold is the largest body fastlb holds in memory. A response
+// body of known length up to it is read whole before the response goes to
+// the client; a longer one, or one whose length is unknown (chunked or
+// delimited by the connection's close), streams through as it arrives.
+// The proxy treats request bodies the same way.
+const StreamThreshold = 64 << 10
+
+// ErrMalformedResponse is returned for a response whose header fastlb
+// refuses to pass on (see CheckFields).
+var ErrMalformedResponse = errors.New("malformed response header")
+
+// A Pacer is a streamed request body that, each time it is read, extends
+// the write deadline of the connection it is being written to. The transport
+// hands it the backend connection, so that a long upload is bounded per
+// write rather than as a whole.
+type Pacer interface {
+	Pace(conn net.Conn, timeout time.Duration)
+}
+
+// transport is the fasthttp.RoundTripper of a backend's HostClient. Compared
+// with fasthttp's own it
+//   - counts the request as in flight on the backend until its response
+//     body has been passed on, streamed or not;
+//   - takes its deadline from the pool's backend timeout;
+//   - refuses a response whose raw header CheckFields refuses;
+//   - buffers response bodies up to StreamThreshold and streams the rest,
+//     bounding each read of a streamed body by the backend timeout instead
+//     of the whole transfer, as nginx's proxy_read_timeout does.
+//
+// It never asks fasthttp to retry: the proxy decides retries.
+type transport struct {
+	b    *Backend
+	opts *clientSettings
+}
+
+func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	t.b.Acquire()
+	streaming, err := t.roundTrip(hc, req, resp)
+	if !streaming {
+		t.b.Release()
+	}
+	return false, err
+}
+
+// roundTrip sends req and reads the response header and, unless it
+// streams, the body. It reports whether the body streams; the stream then
+// owns the connection and the backend's in-flight count.
+func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	timeout := time.Duration(t.opts.backendTimeout.Load())
+	cc, err := hc.AcquireConn(timeout, req.ConnectionClose())
+	if err != nil {
+		return false, err
+	}
+	conn := cc.Conn()
+	resp.ParseNetConn(conn)
+
+	writeTimeout := timeout
+	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
+		writeTimeout = hc.WriteTimeout
+	}
+	if err := conn.SetWriteDeadline(deadline(time.Now(), writeTimeout)); err != nil {
+		hc.CloseConn(cc)
+		return false, err
+	}
+	if p, ok := req.BodyStream().(Pacer); ok {
+		p.Pace(conn, writeTimeout)
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		return false, timeoutAsErrTimeout(err)
+	}
+
+	if err := conn.SetReadDeadline(deadline(time.Now(), timeout)); err != nil {
+		hc.CloseConn(cc)
+		return false, err
+	}
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	br := hc.AcquireReader(conn)
+	resp.ResetBody()
+	if err := readHeader(br, &resp.Header); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return false, timeoutAsErrTimeout(err)
+	}
+	closeConn := req.ConnectionClose() || resp.ConnectionClose()
+	cl := resp.Header.ContentLength()
+	switch code := resp.StatusCode(); {
+	case resp.SkipBody || code < 200 || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
+		// No body, whatever the header says.
+	case cl >= 0 && cl <= StreamThreshold:
+		if err := resp.ReadBody(br, 0); err != nil {
+			hc.ReleaseReader(br)
+			hc.CloseConn(cc)
+			return false, timeoutAsErrTimeout(err)
+		}
+	default:
+		s := newResponseStream(t.b, br, conn, timeout, cl, func(reuse bool) {
+			hc.ReleaseReader(br)
+			if reuse && !closeConn {
+				hc.ReleaseConn(cc)
+			} else {
+				hc.CloseConn(cc)
+			}
+		})
+		if cl < 0 {
+			cl = -1
+		}
+		resp.SetBodyStream(s, cl)
+		return true, nil
+	}
+	hc.ReleaseReader(br)
+	if closeConn {
+		hc.CloseConn(cc)
+	} else {
+		hc.ReleaseConn(cc)
+	}
+	return false, nil
+}
+
+// maxInterim bounds the 1xx responses skipped before the final one.
+const maxInterim = 16
+
+// readHeader reads the final response header from br into h, skipping
+// interim (1xx) responses other than 101. It refuses a header that
+// CheckFields refuses, checking it before fasthttp parses it: the parser
+// rewrites folded lines in place.
+func readHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) error {
+	for range maxInterim {
+		if err := CheckFields(peekHeader(br)); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformedResponse, err)
+		}
+		if err := h.Read(br); err != nil {
+			return err
+		}
+		if code := h.StatusCode(); code >= 200 || code == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: more than %d interim responses", ErrMalformedResponse, maxInterim)
+}
+
+// peekHeader returns the header fields of the response at the head of br
+// (the lines after the status line, up to the blank line) without consuming
+// anything, reading from the connection as needed. It returns nil when the
+// header cannot be read whole; the header parser then meets and reports the
+// same problem.
+func peekHeader(br *bufio.Reader) []byte {
+	n := 1
+	for {
+		if _, err := br.Peek(n); err != nil {
+			return nil
+		}
+		b, _ := br.Peek(br.Buffered())
+		if end := blankLine(b); end >= 0 {
+			b = b[:end+1]
+			return b[bytes.IndexByte(b, '\n')+1:]
+		}
+		if len(b) >= br.Size() {
+			return nil
+		}
+		n = len(b) + 1
+	}
+}
+
+// blankLine returns the index of the line feed that ends the last line
+// before the first empty one (CRLF or, as RFC 9112 lets a recipient accept,
+// a bare LF), or -1.
+func blankLine(b []byte) int {
+	end := bytes.Index(b, lfcrlf)
+	if i := bytes.Index(b, lflf); i >= 0 && (end < 0 || i < end) {
+		end = i
+	}
+	return end
+}
+
+var (
+	lfcrlf = []byte("\n\r\n")
+	lflf   = []byte("\n\n")
+)
+
+// deadline is now plus d, or no deadline when d is 0.
+func deadline(now time.Time, d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return now.Add(d)
+}
+
+// timeoutAsErrTimeout reports a network timeout as fasthttp.ErrTimeout, as
+// fasthttp's own transport does.
+func timeoutAsErrTimeout(err error) error {
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return fasthttp.ErrTimeout
+	}
+	return err
+}
+
+// responseStream is a response body passed on as it arrives. It holds the
+// backend connection, and the request's place in the backend's in-flight
+// count, until the server has written it and closed it.
+type responseStream struct {
+	b       *Backend
+	body    *fasthttp.Response // reads the body off br; its header only frames it
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+	release func(reuse bool)
+
+	client        net.Conn // see Pace
+	clientTimeout time.Duration
+	done          bool // the body was read to its end
+}
+
+var framers = sync.Pool{New: func() any { return new(fasthttp.Response) }}
+
+func newResponseStream(b *Backend, br *bufio.Reader, conn net.Conn, timeout time.Duration, cl int, release func(bool)) *responseStream {
+	body := framers.Get().(*fasthttp.Response)
+	body.Header.SetContentLength(cl)
+	body.StreamBody = true
+	body.ReadBody(br, 0) // only sets up the stream: cannot fail
+	return &responseStream{b: b, body: body, r: body.BodyStream(), conn: conn, timeout: timeout, release: release}
+}
+
+// Pace makes every read of the body first extend conn's write deadline by
+// timeout: the proxy passes the client's connection, which the body is
+// written to.
+func (s *responseStream) Pace(conn net.Conn, timeout time.Duration) {
+	s.client, s.clientTimeout = conn, timeout
+}
+
+func (s *responseStream) Read(p []byte) (int, error) {
+	now := time.Now()
+	if s.client != nil {
+		s.client.SetWriteDeadline(deadline(now, s.clientTimeout))
+	}
+	s.conn.SetReadDeadline(deadline(now, s.timeout))
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		s.done = true
+	}
+	return n, timeoutAsErrTimeout(err)
+}
+
+// CloseWithError ends the stream: the connection goes back to the pool if
+// the body was read to its end and writing it did not fail, else it is
+// closed. fasthttp calls it once the response is written, or dropped.
+func (s *responseStream) CloseWithError(err error) error {
+	if s.release == nil {
+		return nil
+	}
+	reuse := s.done && err == nil
+	if !reuse {
+		// Stop a read that may still be waiting on the backend.
+		s.conn.Close()
+	}
+	s.body.CloseBodyStream()
+	s.body.Reset()
+	framers.Put(s.body)
+	s.release(reuse)
+	s.release = nil
+	s.b.Release()
+	return nil
+}
