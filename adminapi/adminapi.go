@@ -594,8 +594,8 @@ func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
 		"strategy":        c.Strategy,
 		"backend_timeout": c.BackendTimeout.String(), "connect_timeout": c.ConnectTimeout.String(),
 		"client_read_timeout": c.ClientReadTimeout.String(), "client_idle_timeout": c.ClientIdleTimeout.String(),
-		"shutdown_timeout": c.ShutdownTimeout.String(),
-		"retries":          c.Retries, "max_client_conns": c.MaxClientConns, "max_header_bytes": c.MaxHeaderBytes, "max_request_body": c.MaxRequestBody,
+		"shutdown_timeout": c.ShutdownTimeout.String(), "queue_timeout": c.QueueTimeout.String(),
+		"retries": c.Retries, "max_client_conns": c.MaxClientConns, "max_header_bytes": c.MaxHeaderBytes, "max_request_body": c.MaxRequestBody,
 		"health_check_frequency": c.HealthCheckFrequency.String(), "health_check_method": c.HealthCheckMethod,
 		"health_check": map[string]any{
 			"path": hc.Path, "expect_status": hc.ExpectStatus, "timeout": hc.Timeout.String(), "rise": hc.Rise, "fall": hc.Fall,

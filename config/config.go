@@ -53,6 +53,10 @@ type Config struct {
 	ClientReadTimeout time.Duration // limit for reading a client's request
 	ClientIdleTimeout time.Duration // how long an idle keep-alive client connection is kept
 	ShutdownTimeout   time.Duration // how long graceful shutdown waits for in-flight requests
+	// QueueTimeout is how long a request waits for room while every
+	// backend it may go to is at max_conns, before it is answered 503;
+	// 0: not at all.
+	QueueTimeout time.Duration
 
 	Retries        int // further attempts on another backend after a failed one
 	MaxClientConns int // concurrent client connections per listener; more are answered 503 and closed
@@ -175,6 +179,7 @@ func Defaults() *Config {
 		ClientReadTimeout:    30 * time.Second,
 		ClientIdleTimeout:    120 * time.Second,
 		ShutdownTimeout:      30 * time.Second,
+		QueueTimeout:         time.Second,
 		Retries:              2,
 		MaxClientConns:       50000,
 		MaxHeaderBytes:       16 << 10,

@@ -65,7 +65,7 @@ func TestDefaults(t *testing.T) {
 	d := Defaults()
 	if c.Bind != "0.0.0.0" || c.AdminBind != "127.0.0.1" || c.ConnectTimeout != 2*time.Second ||
 		c.ClientReadTimeout != 30*time.Second || c.ClientIdleTimeout != 120*time.Second ||
-		c.ShutdownTimeout != 30*time.Second || c.Retries != 2 || c.MaxHeaderBytes != 16384 ||
+		c.ShutdownTimeout != 30*time.Second || c.QueueTimeout != time.Second || c.Retries != 2 || c.MaxHeaderBytes != 16384 ||
 		c.MaxRequestBody != 64<<20 || c.HealthCheck.Path != "/" || c.HealthCheck.Rise != 2 ||
 		c.HealthCheck.Fall != 3 || c.HealthCheck.Timeout != 2*time.Second || c.LogLevel != "info" {
 		t.Errorf("defaults differ from the SPEC: %+v", c)
@@ -80,7 +80,7 @@ func TestFullConfig(t *testing.T) {
 		"port": 9000, "bind": "::", "admin_port": 9001, "admin_bind": "127.0.0.2",
 		"strategy": "least-conn", "backend_timeout": "1m", "connect_timeout": "250ms",
 		"client_read_timeout": "5s", "client_idle_timeout": "10s", "shutdown_timeout": "0s",
-		"retries": 0, "max_header_bytes": "32KiB", "max_request_body": 1000000,
+		"queue_timeout": "250ms", "retries": 0, "max_header_bytes": "32KiB", "max_request_body": 1000000,
 		"health_check_frequency": "5s", "health_check_method": "http",
 		"health_check": {"path": "/health?full=1", "expect_status": "200, 204, 300-302", "timeout": "1s", "rise": 1, "fall": 1},
 		"log_level": "debug",
@@ -92,7 +92,8 @@ func TestFullConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MaxHeaderBytes != 32<<10 || c.MaxRequestBody != 1000000 || c.ShutdownTimeout != 0 || c.Retries != 0 {
+	if c.MaxHeaderBytes != 32<<10 || c.MaxRequestBody != 1000000 || c.ShutdownTimeout != 0 || c.Retries != 0 ||
+		c.QueueTimeout != 250*time.Millisecond {
 		t.Errorf("values not kept: %+v", c)
 	}
 	hc := c.HealthCheck
@@ -155,6 +156,8 @@ func TestErrors(t *testing.T) {
 		{"duration type", `{"backend_timeout": 10}`, []string{`backend_timeout: must be a duration string such as "30s", not 10`}},
 		{"duration syntax", `{"backend_timeout": "10"}`, []string{`backend_timeout: invalid duration "10"`}},
 		{"duration negative", `{"connect_timeout": "-1s"}`, []string{"connect_timeout: must not be negative"}},
+		{"queue negative", `{"queue_timeout": "-5ms"}`, []string{"queue_timeout: must not be negative"}},
+		{"queue not a duration", `{"queue_timeout": 1}`, []string{"queue_timeout: must be a duration string"}},
 		{"duration zero", `{"client_read_timeout": "0s"}`, []string{"client_read_timeout: must be greater than 0"}},
 		{"idle zero", `{"client_idle_timeout": "0s"}`, []string{"client_idle_timeout: must be greater than 0"}},
 		{"frequency zero", `{"health_check_frequency": "0s"}`, []string{"health_check_frequency: must be greater than 0"}},

@@ -215,6 +215,7 @@ func (d *decoder) fill(c *Config, top []member) {
 		{"client_read_timeout", d.durationTo(&c.ClientReadTimeout)},
 		{"client_idle_timeout", d.durationTo(&c.ClientIdleTimeout)},
 		{"shutdown_timeout", d.durationTo(&c.ShutdownTimeout)},
+		{"queue_timeout", d.durationTo(&c.QueueTimeout)},
 		{"retries", d.intTo(&c.Retries)},
 		{"max_client_conns", d.intTo(&c.MaxClientConns)},
 		{"max_header_bytes", d.sizeTo(&c.MaxHeaderBytes)},

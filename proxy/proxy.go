@@ -23,7 +23,10 @@ import (
 type Settings struct {
 	Policy  balancer.Policy // picks backends for requests without a sticky key
 	Retries int             // further attempts on other backends
-	Sticky  Sticky
+	// QueueTimeout is how long a request waits for room while every
+	// backend it may go to is at max_conns; 0: it gets 503 at once.
+	QueueTimeout time.Duration
+	Sticky       Sticky
 	// TunnelIdleTimeout ends an upgraded (WebSocket) connection after that
 	// long without a byte in either direction; 0 keeps it open.
 	TunnelIdleTimeout time.Duration
@@ -62,6 +65,9 @@ type Proxy struct {
 	restuck   *metrics.Counter
 	upgrades  *metrics.Counter
 	tunnels   tunnels
+
+	queued        *metrics.Counter
+	queueTimeouts *metrics.Counter
 
 	maxBody           int
 	clientReadTimeout time.Duration
@@ -123,12 +129,16 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 		budgetDenied: opts.Metrics.NewCounter("fastlb_retry_budget_exhausted_total"),
 		upgrades:     opts.Metrics.NewCounter("fastlb_upgrades_total"),
 
+		queued:        opts.Metrics.NewCounter("fastlb_queued_total"),
+		queueTimeouts: opts.Metrics.NewCounter("fastlb_queue_timeouts_total"),
+
 		maxBody:           opts.MaxRequestBody,
 		clientReadTimeout: opts.ClientReadTimeout,
 	}
 	var open atomic.Int64
 	p.tunnels = tunnels{open: map[*tunnel]struct{}{}, count: func(d int) { open.Add(int64(d)) }}
 	opts.Metrics.NewGauge("fastlb_upgraded_connections", func() float64 { return float64(open.Load()) })
+	opts.Metrics.NewGauge("fastlb_queued_requests", func() float64 { return float64(pool.Waiting()) })
 	p.retryBudget.Store(budgetCap)
 	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
@@ -206,12 +216,20 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 	var tried balancer.Tried
 	var last *upstream.Backend
 	defer p.countRestick(&key, &last)
+	var queued time.Time
 	for {
 		b := p.pick(st, &key, tried)
+		if b == nil && tried.Len() == 0 && p.queue(st, &queued) {
+			continue
+		}
 		if b == nil {
 			if tried.Len() == 0 {
 				p.noBackend.Inc()
-				p.logger.Warn("no backend available", "status", fasthttp.StatusServiceUnavailable,
+				cause := "none is healthy and active"
+				if p.pool.Snapshot().Full() {
+					cause = "every one is at max_conns"
+				}
+				p.logger.Warn("no backend available", "cause", cause, "status", fasthttp.StatusServiceUnavailable,
 					"method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()))
 				writeError(ctx, fasthttp.StatusServiceUnavailable)
 			}
@@ -285,6 +303,26 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		st.sticky.setCookie(ctx, last)
 	}
 	return last
+}
+
+// queue waits for room when no backend could be picked because every one
+// the request may go to is at max_conns, for at most QueueTimeout from the
+// first wait (*since). It reports whether to pick again.
+func (p *Proxy) queue(st *settings, since *time.Time) bool {
+	if st.QueueTimeout <= 0 || !p.pool.Snapshot().Full() {
+		return false
+	}
+	now := time.Now()
+	if since.IsZero() {
+		*since = now
+		p.queued.Inc()
+	}
+	left := st.QueueTimeout - now.Sub(*since)
+	if left <= 0 || !p.pool.WaitForRoom(left) {
+		p.queueTimeouts.Inc()
+		return false
+	}
+	return true
 }
 
 // pick chooses the backend for one attempt: the one the request is sticky

@@ -190,7 +190,7 @@ func TestNoHealthyBackend503(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(body, "no backend available") {
 		t.Errorf("status %d body %q, want 503", resp.StatusCode, body)
 	}
-	if !strings.Contains(h.logs.String(), `msg="no backend available" status=503`) {
+	if !strings.Contains(h.logs.String(), `msg="no backend available" cause="none is healthy and active" status=503`) {
 		t.Errorf("503 not logged:\n%s", h.logs)
 	}
 }

@@ -60,7 +60,7 @@ func SettingsFor(cfg *config.Config, pool *upstream.Pool, secret []byte) (s Sett
 			c()
 		}
 	}
-	return Settings{Policy: policy, Retries: cfg.Retries, Sticky: sticky,
+	return Settings{Policy: policy, Retries: cfg.Retries, QueueTimeout: cfg.QueueTimeout, Sticky: sticky,
 		TunnelIdleTimeout: cfg.ClientIdleTimeout}, unwatch, nil
 }
 

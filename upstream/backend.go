@@ -71,6 +71,7 @@ type Backend struct {
 	Client *fasthttp.HostClient
 
 	maxConns int64 // 0 = unlimited
+	room     *room // the pool's; Release wakes a request waiting in it
 
 	// Hot counters, written on every request.
 	active   atomic.Int64
@@ -107,8 +108,18 @@ type ClientOptions struct {
 	TLS *tls.Config
 }
 
+// room is where requests wait while every backend they may go to is at
+// max_conns. A backend with a limit that finishes a request while one
+// waits hands it a token; the waiter then picks again. Channel receivers
+// are served in order, so waiters are served first come, first served.
+type room struct {
+	waiting atomic.Int32
+	tokens  chan struct{}
+}
+
 // clientSettings are a pool's ClientOptions as its backends read them.
 type clientSettings struct {
+	room           room
 	connectTimeout atomic.Int64
 	backendTimeout atomic.Int64
 	maxHeaderBytes int
@@ -116,7 +127,7 @@ type clientSettings struct {
 }
 
 func newBackend(c config.Backend, opts *clientSettings) *Backend {
-	b := &Backend{ID: c.ID, URL: c.URL, Scheme: c.Scheme, Addr: c.Addr, maxConns: int64(c.MaxConns)}
+	b := &Backend{ID: c.ID, URL: c.URL, Scheme: c.Scheme, Addr: c.Addr, maxConns: int64(c.MaxConns), room: &opts.room}
 	b.weight.Store(int32(c.Weight))
 	st, _ := parseState(c.State)
 	b.state.Store(uint32(st))
@@ -224,8 +235,23 @@ func (b *Backend) Acquire() {
 	b.requests.Add(1)
 }
 
-// Release ends a request counted by Acquire.
-func (b *Backend) Release() { b.active.Add(-1) }
+// Release ends a request counted by Acquire. For a backend with a
+// max_conns limit it wakes a request waiting for room, if one waits.
+func (b *Backend) Release() {
+	b.active.Add(-1)
+	if b.maxConns > 0 && b.room.waiting.Load() > 0 {
+		select {
+		case b.room.tokens <- struct{}{}:
+		default: // enough wake-ups are pending already
+		}
+	}
+}
+
+// Full reports whether the backend would take new requests but is at its
+// max_conns limit.
+func (b *Backend) Full() bool {
+	return b.eligible() && !b.HasRoom()
+}
 
 // Observe records the status of an answer from (or on behalf of) the
 // backend and how long the attempt took. It allocates nothing.

@@ -29,6 +29,18 @@ type Snapshot struct {
 	Eligible []*Backend
 }
 
+// Full reports whether a backend that could take new requests is held back
+// only by its max_conns limit: a request finding no backend may then wait
+// for room (Pool.WaitForRoom) rather than fail.
+func (s *Snapshot) Full() bool {
+	for _, b := range s.Eligible {
+		if b.Full() {
+			return true
+		}
+	}
+	return false
+}
+
 // Lookup returns the backend with the given id, or nil.
 func (s *Snapshot) Lookup(id string) *Backend {
 	for _, b := range s.All {
@@ -69,7 +81,8 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes, tls: opts.Client.TLS}
+	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes, tls: opts.Client.TLS,
+		room: room{tokens: make(chan struct{}, 64)}}
 	client.connectTimeout.Store(int64(opts.Client.ConnectTimeout))
 	client.backendTimeout.Store(int64(opts.Client.BackendTimeout))
 	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
@@ -98,6 +111,26 @@ func (p *Pool) SetConnectTimeout(d time.Duration) {
 func (p *Pool) ConnectTimeout() time.Duration {
 	return time.Duration(p.client.connectTimeout.Load())
 }
+
+// WaitForRoom waits until a backend with a max_conns limit finishes a
+// request, or d passes; it reports whether room may have been made. The
+// caller picks again: another request may have taken the room first.
+func (p *Pool) WaitForRoom(d time.Duration) bool {
+	r := &p.client.room
+	r.waiting.Add(1)
+	defer r.waiting.Add(-1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.tokens:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Waiting is the number of requests waiting for room.
+func (p *Pool) Waiting() int { return int(p.client.room.waiting.Load()) }
 
 // SetBackendTimeout changes the limit for one attempt at a backend.
 func (p *Pool) SetBackendTimeout(d time.Duration) {

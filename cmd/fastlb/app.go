@@ -412,6 +412,7 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		{"retries", next.Retries != old.Retries},
 		{"connect_timeout", next.ConnectTimeout != old.ConnectTimeout},
 		{"shutdown_timeout", next.ShutdownTimeout != old.ShutdownTimeout},
+		{"queue_timeout", next.QueueTimeout != old.QueueTimeout},
 		{"health_check_frequency", next.HealthCheckFrequency != old.HealthCheckFrequency},
 		{"health_check_method", next.HealthCheckMethod != old.HealthCheckMethod},
 		{"health_check", !slices.Equal(next.HealthCheck.Expect, old.HealthCheck.Expect) ||
