@@ -272,3 +272,18 @@ func TestSlowUpload(t *testing.T) {
 		t.Errorf("%s %s after %v", resp.Status, b, time.Since(start))
 	}
 }
+
+// TestHeadOfLargeBody: the answer to HEAD keeps the length of the body it
+// does not carry, and the connections stay usable.
+func TestHeadOfLargeBody(t *testing.T) {
+	h := startHarness(t, "", 1)
+	for range 3 {
+		resp, body := h.do("HEAD", "/bytes/1000000", "")
+		if resp.StatusCode != 200 || resp.ContentLength != 1000000 || body != "" {
+			t.Fatalf("HEAD: %d, Content-Length %d, body %q", resp.StatusCode, resp.ContentLength, body)
+		}
+		if resp, body := h.do("GET", "/bytes/10", ""); resp.StatusCode != 200 || len(body) != 10 {
+			t.Fatalf("GET after HEAD: %d %q", resp.StatusCode, body)
+		}
+	}
+}
