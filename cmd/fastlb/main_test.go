@@ -198,6 +198,7 @@ func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testb
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 16<<20)
 		once := sync.Once{}
 		for sc.Scan() {
 			p.mu.Lock()
@@ -207,6 +208,9 @@ func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testb
 				once.Do(func() { close(ready) })
 			}
 		}
+		// Keep reading whatever stopped the scanner: a process blocked
+		// writing to a full pipe would never exit.
+		io.Copy(io.Discard, stderr)
 		p.done <- p.cmd.Wait()
 	}()
 	t.Cleanup(func() {

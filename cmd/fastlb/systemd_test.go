@@ -202,7 +202,9 @@ func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 			t.Errorf("old process exit: %v", st)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("the old process did not exit after the upgrade")
+		p.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, in the log below
+		time.Sleep(time.Second)
+		t.Fatalf("the old process did not exit after the upgrade; the log of both:\n%s", p.Logs())
 	}
 	t.Logf("upgrade: old process gone %v after SIGUSR2", time.Since(start).Round(time.Millisecond))
 	time.Sleep(200 * time.Millisecond)
