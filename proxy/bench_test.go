@@ -168,10 +168,12 @@ func BenchmarkProxyRewrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		h := &r.ctx.Request.Header
-		if err := upstream.CheckFields(h.RawHeaders()); err != nil {
+		hop, err := upstream.CheckFields(h.RawHeaders())
+		if err != nil {
 			b.Fatal(err)
 		}
-		removeHopByHop(h)
+		upstream.RemoveHopByHop(h, hop)
+		h.ResetConnectionClose()
 		setForwarded(&r.ctx)
 		var buf [40]byte
 		h.SetCanonical(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))

@@ -1,72 +1,17 @@
 package proxy
 
 import (
-	"bytes"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
 )
 
-// hopHeaders are the hop-by-hop fields of RFC 9110 section 7.6.1, plus the
-// obsolete Proxy-Connection and Keep-Alive that clients still send.
-var hopHeaders = []string{
-	"Connection",
-	"Keep-Alive",
-	"Proxy-Connection",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-}
-
-// header is what removeHopByHop needs of fasthttp's request and response
-// headers.
-type header interface {
-	PeekAll(key string) [][]byte
-	Del(key string)
-	DelBytes(key []byte)
-}
-
 var (
-	_ header = (*fasthttp.RequestHeader)(nil)
-	_ header = (*fasthttp.ResponseHeader)(nil)
-)
-
-// removeHopByHop deletes the hop-by-hop fields of h (RFC 9110 section
-// 7.6.1): Connection, every field that Connection names, and hopHeaders.
-// It works on request and response headers alike and allocates nothing.
-//
-// The names Connection lists are views into the header. Deleting with them
-// is safe: DelBytes copies the name before it looks, and deleting moves
-// header entries without touching the bytes of any value; nothing is added
-// to the header until the loop ends.
-func removeHopByHop(h header) {
-	for _, v := range h.PeekAll("Connection") {
-		for len(v) > 0 {
-			var tok []byte
-			tok, v, _ = bytes.Cut(v, comma)
-			// Host is never hop-by-hop: a client naming it must not strip
-			// the request of its target host.
-			if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, headerHost) {
-				h.DelBytes(tok)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-}
-
-var (
-	headerHost      = []byte("Host")
 	headerXFF       = []byte("X-Forwarded-For")
 	headerXFP       = []byte("X-Forwarded-Proto")
 	headerXFH       = []byte("X-Forwarded-Host")
 	headerRequestID = []byte("X-Request-Id")
 	commaSpace      = []byte(", ")
-	comma           = []byte(",")
 	protoHTTP       = []byte("http")
 	protoHTTPS      = []byte("https")
 	hexDigits       = "0123456789abcdef"

@@ -163,15 +163,16 @@ func (p *Proxy) Settings() Settings { return p.settings.Load().Settings }
 
 // ServeHTTP handles one client request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	b := p.serve(ctx)
+	start := ctx.Time() // the server read the clock just before calling
+	b := p.serve(ctx, start)
 	if l := p.accessLog.Load(); l != nil {
 		l.Log(ctx, b, start, time.Now())
 	}
 }
 
-// serve forwards the request and returns the backend that answered last, or nil.
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
+// serve forwards the request and returns the backend that answered last, or
+// nil. start is when the request arrived.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backend {
 	req := &ctx.Request
 	if !isHTTP1(req.Header.Protocol()) {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", "HTTP version not supported")
@@ -179,14 +180,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
 		return nil
 	}
-	if err := upstream.CheckFields(req.Header.RawHeaders()); err != nil {
+	hop, err := upstream.CheckFields(req.Header.RawHeaders())
+	if err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
 		writeError(ctx, fasthttp.StatusBadRequest)
 		return nil
 	}
 	var body *clientBody
-	if req.IsBodyStream() {
+	hasBody := req.IsBodyStream()
+	if hasBody {
 		var err error
 		if body, err = p.takeBody(ctx); err != nil {
 			p.refuseBody(ctx, err)
@@ -199,7 +202,10 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 		key = st.sticky.key(ctx) // before X-Forwarded-For changes
 	}
 	upgrade := upgradeOf(&req.Header)
-	removeHopByHop(&req.Header)
+	upstream.RemoveHopByHop(&req.Header, hop)
+	// HTTP/1.0 without keep-alive: fastlb still keeps its backend
+	// connection open.
+	req.Header.ResetConnectionClose()
 	// fastlb has already read the body; the backend must not wait to be
 	// invited to send it.
 	req.Header.Del("Expect")
@@ -251,7 +257,12 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 			req.SetHost(b.Addr)
 		}
 		var err error
-		attempt := time.Now()
+		// The first attempt starts when the request arrived, unless its
+		// body or the queue kept it: no need to read the clock again.
+		attempt := start
+		if tried.Len() > 1 || hasBody || !queued.IsZero() {
+			attempt = time.Now()
+		}
 
 		if upgrade != nil {
 			err = p.serveUpgrade(ctx, st, b, upgrade)
@@ -291,7 +302,6 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) *upstream.Backend {
 			return last
 		}
 	}
-	removeHopByHop(&resp.Header)
 	if resp.IsBodyStream() {
 		if s, ok := resp.BodyStream().(upstream.Pacer); ok {
 			// The server's write timeout then bounds each write of

@@ -80,7 +80,7 @@ func upgradeOf(h *fasthttp.RequestHeader) []byte {
 		return nil
 	}
 	if v := h.Peek("Upgrade"); len(v) > 0 {
-		return bytes.Clone(v) // removeHopByHop deletes it
+		return bytes.Clone(v) // RemoveHopByHop deletes it
 	}
 	return nil
 }
@@ -144,7 +144,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 		if err != nil {
 			return err
 		}
-		removeHopByHop(&resp.Header)
+		upstream.RemoveHopByHop(&resp.Header, upstream.AllHops)
 		return errNotSwitched
 	}
 	bc.SetDeadline(time.Time{})

@@ -3,18 +3,90 @@ package upstream
 import (
 	"bytes"
 	"errors"
+
+	"github.com/valyala/fasthttp"
 )
+
+// HopFields are the hop-by-hop fields of RFC 9110 section 7.6.1, plus the
+// obsolete Proxy-Connection and Keep-Alive that clients still send. They
+// belong to one connection and are never forwarded.
+var HopFields = [...]string{
+	"Connection",
+	"Keep-Alive",
+	"Proxy-Connection",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// Hop is a set of HopFields: bit i stands for HopFields[i].
+type Hop uint16
+
+// AllHops is every one of HopFields.
+const AllHops Hop = 1<<len(HopFields) - 1
+
+const hopConnection Hop = 1 // HopFields[0]
+
+// Header is what RemoveHopByHop needs of fasthttp's request and response
+// headers.
+type Header interface {
+	PeekAll(key string) [][]byte
+	Del(key string)
+	DelBytes(key []byte)
+}
+
+var (
+	_ Header = (*fasthttp.RequestHeader)(nil)
+	_ Header = (*fasthttp.ResponseHeader)(nil)
+)
+
+// RemoveHopByHop deletes the hop-by-hop fields of h (RFC 9110 section
+// 7.6.1) that present holds (CheckFields reports them; AllHops when not
+// known), and every field that Connection names. It works on request and
+// response headers alike and allocates nothing; each field costs a lookup,
+// so it looks only for those present.
+//
+// The names Connection lists are views into the header. Deleting with them
+// is safe: DelBytes copies the name before it looks, and deleting moves
+// header entries without touching the bytes of any value; nothing is added
+// to the header until the loop ends.
+func RemoveHopByHop(h Header, present Hop) {
+	if present&hopConnection != 0 {
+		for _, v := range h.PeekAll("Connection") {
+			for len(v) > 0 {
+				var tok []byte
+				tok, v, _ = bytes.Cut(v, comma)
+				// Host is never hop-by-hop: a client naming it must not
+				// strip the request of its target host.
+				if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, nameHost) {
+					h.DelBytes(tok)
+				}
+			}
+		}
+	}
+	for i, k := range HopFields {
+		if present&(1<<i) != 0 {
+			h.Del(k)
+		}
+	}
+}
 
 var (
 	nameContentLength    = []byte("Content-Length")
 	nameTransferEncoding = []byte("Transfer-Encoding")
+	nameHost             = []byte("Host")
+	comma                = []byte(",")
 
 	errFraming    = errors.New("both Content-Length and Transfer-Encoding")
 	errHeaderName = errors.New("invalid character in a header name")
 	errObsFold    = errors.New("obsolete line folding in a header")
 )
 
-// CheckFields refuses a header block whose framing or syntax the next hop
+// CheckFields reports which of HopFields a header block holds, and refuses
+// one whose framing or syntax the next hop
 // might read differently from fastlb (request smuggling, response
 // splitting): both Content-Length and Transfer-Encoding, obsolete line
 // folding, and field names that are empty or hold separators. fasthttp's
@@ -23,7 +95,7 @@ var (
 // with both Content-Length and Transfer-Encoding by dropping Content-Length,
 // and names holding separators. raw is the block as received, without the
 // start line.
-func CheckFields(raw []byte) error {
+func CheckFields(raw []byte) (hop Hop, err error) {
 	var sawLength, sawCoding bool
 	for len(raw) > 0 {
 		line := raw
@@ -37,18 +109,19 @@ func CheckFields(raw []byte) error {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return errObsFold
+			return 0, errObsFold
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return errHeaderName
+			return 0, errHeaderName
 		}
 		name := line[:colon]
 		for _, c := range name {
 			if !isTokenChar(c) {
-				return errHeaderName
+				return 0, errHeaderName
 			}
 		}
+		hop |= hopField(name)
 		switch len(name) {
 		case len(nameContentLength):
 			sawLength = sawLength || bytes.EqualFold(name, nameContentLength)
@@ -56,10 +129,34 @@ func CheckFields(raw []byte) error {
 			sawCoding = sawCoding || bytes.EqualFold(name, nameTransferEncoding)
 		}
 		if sawLength && sawCoding {
-			return errFraming
+			return 0, errFraming
 		}
 	}
-	return nil
+	return hop, nil
+}
+
+// hopField returns the bit of name if it is one of HopFields, in any case.
+func hopField(name []byte) Hop {
+	if len(name) < len("TE") || len(name) > len("Proxy-Authorization") {
+		return 0
+	}
+	for i, f := range HopFields {
+		if len(f) == len(name) && equalFold(name, f) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// equalFold reports whether b and s, of the same length, are equal under
+// ASCII case folding.
+func equalFold(b []byte, s string) bool {
+	for i := range len(s) {
+		if b[i]|0x20 != s[i]|0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 // isTokenChar reports whether c may appear in a field name (RFC 9110 tchar).

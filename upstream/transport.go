@@ -34,6 +34,7 @@ type Pacer interface {
 
 // transport is the fasthttp.RoundTripper of a backend's HostClient. Compared
 // with fasthttp's own it
+//   - hands over responses without hop-by-hop fields (RemoveHopByHop);
 //   - counts the request as in flight on the backend until its response
 //     body has been passed on, streamed or not;
 //   - takes its deadline from the pool's backend timeout;
@@ -73,7 +74,10 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
 		writeTimeout = hc.WriteTimeout
 	}
-	if err := conn.SetWriteDeadline(deadline(time.Now(), writeTimeout)); err != nil {
+	// One clock reading bounds the whole attempt: writing the request and
+	// reading the response (or, when it streams, its header).
+	now := time.Now()
+	if err := conn.SetWriteDeadline(deadline(now, writeTimeout)); err != nil {
 		hc.CloseConn(cc)
 		return false, err
 	}
@@ -91,7 +95,7 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, timeoutAsErrTimeout(err)
 	}
 
-	if err := conn.SetReadDeadline(deadline(time.Now(), timeout)); err != nil {
+	if err := conn.SetReadDeadline(deadline(now, timeout)); err != nil {
 		hc.CloseConn(cc)
 		return false, err
 	}
@@ -100,12 +104,17 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	}
 	br := hc.AcquireReader(conn)
 	resp.ResetBody()
-	if err := readHeader(br, &resp.Header); err != nil {
+	hop, err := readHeader(br, &resp.Header)
+	if err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
 		return false, timeoutAsErrTimeout(err)
 	}
 	closeConn := req.ConnectionClose() || resp.ConnectionClose()
+	// The client gets none of the backend connection's own fields, and a
+	// backend closing its connection does not close the client's.
+	RemoveHopByHop(&resp.Header, hop)
+	resp.Header.ResetConnectionClose()
 	cl := resp.Header.ContentLength()
 	switch code := resp.StatusCode(); {
 	case resp.SkipBody || code < 200 || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
@@ -144,22 +153,22 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 const maxInterim = 16
 
 // readHeader reads the final response header from br into h, skipping
-// interim (1xx) responses other than 101. It refuses a header that
-// CheckFields refuses, checking it before fasthttp parses it: the parser
-// rewrites folded lines in place.
-func readHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) error {
+// interim (1xx) responses other than 101, and reports which hop-by-hop
+// fields it holds. It refuses a header that CheckFields refuses, checking
+// it before fasthttp parses it: the parser rewrites folded lines in place.
+func readHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Hop, err error) {
 	for range maxInterim {
-		if err := CheckFields(peekHeader(br)); err != nil {
-			return fmt.Errorf("%w: %w", ErrMalformedResponse, err)
+		if hop, err = CheckFields(peekHeader(br)); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrMalformedResponse, err)
 		}
 		if err := h.Read(br); err != nil {
-			return err
+			return 0, err
 		}
 		if code := h.StatusCode(); code >= 200 || code == fasthttp.StatusSwitchingProtocols {
-			return nil
+			return hop, nil
 		}
 	}
-	return fmt.Errorf("%w: more than %d interim responses", ErrMalformedResponse, maxInterim)
+	return 0, fmt.Errorf("%w: more than %d interim responses", ErrMalformedResponse, maxInterim)
 }
 
 // peekHeader returns the header fields of the response at the head of br
