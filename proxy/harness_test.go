@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -184,6 +185,14 @@ func (h *harness) echo(method, path, body string, hdr ...string) (*http.Response
 // answers until it closes the connection or goes quiet.
 func (h *harness) raw(request string) string {
 	h.t.Helper()
+	out, _ := h.rawClosed(request)
+	return out
+}
+
+// rawClosed is raw, also reporting whether fastlb closed the connection
+// (rather than going quiet for two seconds).
+func (h *harness) rawClosed(request string) (string, bool) {
+	h.t.Helper()
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		h.t.Fatal(err)
@@ -193,8 +202,9 @@ func (h *harness) raw(request string) string {
 		h.t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	out, _ := io.ReadAll(bufio.NewReader(c))
-	return string(out)
+	out, err := io.ReadAll(bufio.NewReader(c))
+	var netErr net.Error
+	return string(out), !errors.As(err, &netErr) || !netErr.Timeout()
 }
 
 func (h *harness) totalRequests() int64 {

@@ -392,9 +392,12 @@ func TestMalformedRequestsRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startHarness(t, "", 1)
-			out := h.raw(tt.request)
+			out, closed := h.rawClosed(tt.request)
 			if !strings.HasPrefix(out, "HTTP/1.1 "+tt.status) {
 				t.Errorf("answer %q, want %s", out, tt.status)
+			}
+			if !closed {
+				t.Error("the connection was left open after the refusal")
 			}
 			if n := h.backends[0].Requests(); n != 0 {
 				t.Errorf("the backend saw %d requests; a refused request must not be forwarded", n)

@@ -81,3 +81,27 @@ func TestManyIdleConnections(t *testing.T) {
 	}
 	t.Logf("20 requests beside 2,000 idle connections in %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestIdleTimeout: a keep-alive connection that sends nothing after its
+// request is closed after client_idle_timeout, not before.
+func TestIdleTimeout(t *testing.T) {
+	h := startHarness(t, `"client_idle_timeout": "300ms"`, 1)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	buf := make([]byte, 4096)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+		t.Fatalf("%q %v", buf[:n], err)
+	}
+	start := time.Now()
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("idle connection: %v, want it closed", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("idle connection closed after %v, want about client_idle_timeout (300ms)", d)
+	}
+}
