@@ -206,8 +206,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 	// HTTP/1.0 without keep-alive: fastlb still keeps its backend
 	// connection open.
 	req.Header.ResetConnectionClose()
-	// fastlb has already read the body; the backend must not wait to be
-	// invited to send it.
+	// The server has already answered the expectation (the client is
+	// sending); the backend must not wait to invite the body.
 	req.Header.Del("Expect")
 	setForwarded(ctx)
 	if len(req.Header.PeekBytes(headerRequestID)) == 0 {
