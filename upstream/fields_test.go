@@ -51,6 +51,8 @@ func TestPeekHeader(t *testing.T) {
 		{"CRLF", "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\nbody", "A: 1\r\nB: 2\r\n", 4096},
 		{"bare LF", "HTTP/1.1 200 OK\nA: 1\n\nbody", "A: 1\n", 4096},
 		{"no fields", "HTTP/1.1 204 No Content\r\n\r\n", "", 4096},
+		{"blank lines in the body", "HTTP/1.1 200 OK\r\nA: 1\r\n\r\nx\n\ny\r\n\r\n", "A: 1\r\n", 4096},
+		{"bare LF, CRLFs in the body", "HTTP/1.1 200 OK\nA: 1\n\nx\r\n\r\n", "A: 1\n", 4096},
 		{"cut short", "HTTP/1.1 200 OK\r\nA: 1\r\n", "", 4096},
 		{"larger than the buffer", "HTTP/1.1 200 OK\r\nA: " + strings.Repeat("x", 100) + "\r\n\r\n", "", 64},
 	}

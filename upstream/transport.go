@@ -209,8 +209,12 @@ func peekHeader(br *bufio.Reader) []byte {
 // a bare LF), or -1.
 func blankLine(b []byte) int {
 	end := bytes.Index(b, lfcrlf)
-	if i := bytes.Index(b, lflf); i >= 0 && (end < 0 || i < end) {
-		end = i
+	head := b // where a bare-LF end would have to be, to come first
+	if end >= 0 {
+		head = b[:end+1]
+	}
+	if i := bytes.Index(head, lflf); i >= 0 {
+		return i
 	}
 	return end
 }
