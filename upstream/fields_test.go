@@ -2,8 +2,11 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 func TestCheckFields(t *testing.T) {
@@ -69,4 +72,47 @@ func TestPeekHeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzResponseHeader feeds arbitrary header lines through the transport's
+// reading of a response header: nothing may panic, and a header it accepts
+// leaves, once stripped as the transport strips it, with no hop-by-hop
+// field and none that Connection named.
+func FuzzResponseHeader(f *testing.F) {
+	f.Add("Content-Length: 5\r\nConnection: close, X-A\r\nX-A: 1")
+	f.Add("Transfer-Encoding: chunked\r\nTE: x\r\nKeep-Alive: 5\r\nTrailer: X-T")
+	f.Add("X-A: 1\r\n b")
+	f.Add("Proxy-Authenticate: Basic\r\nUPGRADE: h2c\r\nconnection: upgrade")
+	f.Fuzz(func(t *testing.T, lines string) {
+		raw := "HTTP/1.1 200 OK\r\n" + lines + "\r\n\r\n"
+		var h fasthttp.ResponseHeader
+		hop, err := readHeader(bufio.NewReaderSize(strings.NewReader(raw), 64<<10), &h)
+		if err != nil {
+			return
+		}
+		var named [][]byte
+		for _, v := range h.PeekAll("Connection") {
+			for tok := range bytes.SplitSeq(v, []byte(",")) {
+				if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+					named = append(named, bytes.Clone(tok))
+				}
+			}
+		}
+		RemoveHopByHop(&h, hop)
+		h.ResetConnectionClose()
+		for k := range h.All() {
+			for _, f := range HopFields {
+				// fasthttp manages Transfer-Encoding itself: it is
+				// never among the fields it lists.
+				if strings.EqualFold(string(k), f) {
+					t.Fatalf("hop-by-hop %s left in %q", k, raw)
+				}
+			}
+			for _, n := range named {
+				if bytes.EqualFold(k, n) && !bytes.EqualFold(n, []byte("Host")) {
+					t.Fatalf("%s named in Connection left in %q", k, raw)
+				}
+			}
+		}
+	})
 }
