@@ -287,3 +287,31 @@ func TestHeadOfLargeBody(t *testing.T) {
 		}
 	}
 }
+
+// TestClientGoesAway: a client that vanishes in the middle of a streamed
+// download or upload leaves nothing behind: the backend's in-flight count
+// returns to 0 and fastlb goes on serving.
+func TestClientGoesAway(t *testing.T) {
+	h := startHarness(t, "", 1)
+	b := h.pool.Snapshot().All[0]
+	for _, request := range []string{
+		"GET /bytes/100000000 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 50000000\r\n\r\n" + strings.Repeat("x", 1<<20),
+		"POST /sink HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n" + strings.Repeat("x", 1<<20) + "\r\n",
+	} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, request)
+		if strings.HasPrefix(request, "GET") {
+			io.ReadFull(c, make([]byte, 1<<20)) // part of the answer
+		}
+		waitFor(t, "the request to reach the backend", func() bool { return b.Active() == 1 })
+		c.Close()
+		waitFor(t, "the backend's in-flight count to return to 0", func() bool { return b.Active() == 0 })
+	}
+	if code, _ := h.get("/"); code != 200 {
+		t.Errorf("after the clients went away: %d", code)
+	}
+}
