@@ -315,3 +315,31 @@ func TestClientGoesAway(t *testing.T) {
 		t.Errorf("after the clients went away: %d", code)
 	}
 }
+
+// TestServerSentEvents: a chunked answer reaches the client event by event,
+// as the backend flushes it, not at its end.
+func TestServerSentEvents(t *testing.T) {
+	h := startHarness(t, "", 1)
+	start := time.Now()
+	resp, err := h.client.Get("http://" + h.addr + "/drip/5/200ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	first, err := br.ReadString('\n')
+	firstAt := time.Since(start)
+	if err != nil || first != "data: 0\n" {
+		t.Fatalf("first event %q, %v", first, err)
+	}
+	rest, err := io.ReadAll(br)
+	total := time.Since(start)
+	if err != nil || strings.Count(string(rest), "data: ") != 4 {
+		t.Fatalf("the other events: %q, %v", rest, err)
+	}
+	// The backend spends 800 ms between the first event and the last.
+	if firstAt > total-500*time.Millisecond {
+		t.Errorf("first event after %v, all after %v: the events were held back", firstAt, total)
+	}
+	t.Logf("first event after %v, last after %v", firstAt.Round(time.Millisecond), total.Round(time.Millisecond))
+}

@@ -24,12 +24,15 @@
 //	                              ?chunked=1 sends them chunked
 //	ANY  /sink                    reads the body as it comes and answers
 //	                              {"bytes": n, "crc32": c}
+//	GET  /drip/{n}/{interval}     n server-sent events ("data: i"), one
+//	                              per interval, chunked and flushed each
 //	ANY  anything else            "backend NAME" padded to Size bytes
 //
 // Every response carries "X-Backend: NAME" and "Server: testbackend".
 package testbackends
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"crypto/tls"
@@ -219,6 +222,26 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		ctx.Response.SetBodyStream(body, int(n))
+	case bytes.HasPrefix(path, []byte("/drip/")):
+		count, every, _ := bytes.Cut(path[len("/drip/"):], []byte{'/'})
+		n, err1 := strconv.Atoi(string(count))
+		d, err2 := time.ParseDuration(string(every))
+		if err1 != nil || err2 != nil || n < 0 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := range n {
+				if i > 0 {
+					time.Sleep(d)
+				}
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				if w.Flush() != nil {
+					return
+				}
+			}
+		})
 	case string(path) == "/sink":
 		sum := crc32.NewIEEE()
 		n, err := io.Copy(sum, ctx.RequestBodyStream())
