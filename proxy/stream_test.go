@@ -246,10 +246,12 @@ func TestBodyLimits(t *testing.T) {
 	}
 }
 
-// TestSlowUpload: client_read_timeout bounds each read of a streamed body,
-// not the whole upload: a client that keeps sending, slowly, gets through.
+// TestSlowUpload: client_read_timeout bounds each read of a streamed body
+// and backend_timeout each write of it, not the whole upload: a client that
+// keeps sending, slowly, gets through, and backend_timeout for the answer
+// starts once the body has gone.
 func TestSlowUpload(t *testing.T) {
-	h := startHarness(t, `"client_read_timeout": "300ms"`, 1)
+	h := startHarness(t, `"client_read_timeout": "300ms", "backend_timeout": "300ms"`, 1)
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -75,15 +75,25 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
 		writeTimeout = hc.WriteTimeout
 	}
-	// One clock reading bounds the whole attempt: writing the request and
-	// reading the response (or, when it streams, its header).
+	// One deadline bounds the attempt, writing the request and reading the
+	// answer (or, when it streams, its header): one clock reading and one
+	// runtime timer. A streamed request body instead extends the write
+	// deadline as it goes, and the time for the answer starts once it has
+	// gone.
 	now := time.Now()
-	if err := conn.SetWriteDeadline(deadline(now, writeTimeout)); err != nil {
+	pacer, streamed := req.BodyStream().(Pacer)
+	oneDeadline := writeTimeout == timeout && !streamed
+	if oneDeadline {
+		err = conn.SetDeadline(deadline(now, timeout))
+	} else {
+		err = conn.SetWriteDeadline(deadline(now, writeTimeout))
+	}
+	if err != nil {
 		hc.CloseConn(cc)
 		return false, err
 	}
-	if p, ok := req.BodyStream().(Pacer); ok {
-		p.Pace(conn, writeTimeout)
+	if streamed {
+		pacer.Pace(conn, writeTimeout)
 	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
@@ -103,9 +113,14 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	// and 4-14% less CPU per request). With nothing else to run it returns
 	// at once.
 	runtime.Gosched()
-	if err := conn.SetReadDeadline(deadline(now, timeout)); err != nil {
-		hc.CloseConn(cc)
-		return false, err
+	if !oneDeadline {
+		if streamed {
+			now = time.Now()
+		}
+		if err := conn.SetReadDeadline(deadline(now, timeout)); err != nil {
+			hc.CloseConn(cc)
+			return false, err
+		}
 	}
 	if req.Header.IsHead() {
 		resp.SkipBody = true
