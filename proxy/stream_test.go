@@ -251,7 +251,7 @@ func TestBodyLimits(t *testing.T) {
 // keeps sending, slowly, gets through, and backend_timeout for the answer
 // starts once the body has gone.
 func TestSlowUpload(t *testing.T) {
-	h := startHarness(t, `"client_read_timeout": "300ms", "backend_timeout": "300ms"`, 1)
+	h := startHarness(t, `"client_read_timeout": "500ms", "backend_timeout": "500ms"`, 1)
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
