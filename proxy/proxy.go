@@ -319,14 +319,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 // the request may go to is at max_conns, for at most QueueTimeout from the
 // first wait (*since). It reports whether to pick again.
 func (p *Proxy) queue(st *settings, since *time.Time) bool {
-	if st.QueueTimeout <= 0 || !p.pool.Snapshot().Full() {
-		return false
+	if st.QueueTimeout <= 0 || !p.pool.Snapshot().Limited() {
+		return false // nothing to wait for
 	}
 	now := time.Now()
 	if since.IsZero() {
 		*since = now
 		p.queued.Inc()
 	}
+	// WaitForRoom also returns at once when a backend made room since the
+	// pick.
 	left := st.QueueTimeout - now.Sub(*since)
 	if left <= 0 || !p.pool.WaitForRoom(left) {
 		p.queueTimeouts.Inc()

@@ -29,9 +29,20 @@ type Snapshot struct {
 	Eligible []*Backend
 }
 
+// Limited reports whether a backend that could take new requests has a
+// max_conns limit: a request finding no backend may then wait for room
+// (Pool.WaitForRoom) rather than fail.
+func (s *Snapshot) Limited() bool {
+	for _, b := range s.Eligible {
+		if b.maxConns > 0 && b.eligible() {
+			return true
+		}
+	}
+	return false
+}
+
 // Full reports whether a backend that could take new requests is held back
-// only by its max_conns limit: a request finding no backend may then wait
-// for room (Pool.WaitForRoom) rather than fail.
+// only by its max_conns limit.
 func (s *Snapshot) Full() bool {
 	for _, b := range s.Eligible {
 		if b.Full() {
@@ -115,10 +126,17 @@ func (p *Pool) ConnectTimeout() time.Duration {
 // WaitForRoom waits until a backend with a max_conns limit finishes a
 // request, or d passes; it reports whether room may have been made. The
 // caller picks again: another request may have taken the room first.
+//
+// It returns at once when no backend is full any more: a backend that
+// finished its request before this waiter was counted sent no wake-up, and
+// one that finishes after it is counted sees it and sends one.
 func (p *Pool) WaitForRoom(d time.Duration) bool {
 	r := &p.client.room
 	r.waiting.Add(1)
 	defer r.waiting.Add(-1)
+	if !p.Snapshot().Full() {
+		return true
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
