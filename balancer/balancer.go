@@ -50,6 +50,23 @@ func (t *Tried) Has(b *upstream.Backend) bool {
 	return false
 }
 
+// Drop forgets the latest backend added: it turned out full before the
+// request reached it, so it was not tried.
+func (t *Tried) Drop() {
+	if t.n > 0 {
+		t.n--
+		t.list[t.n] = nil
+	}
+}
+
+// Last is the latest backend added, or nil.
+func (t *Tried) Last() *upstream.Backend {
+	if t.n == 0 {
+		return nil
+	}
+	return t.list[t.n-1]
+}
+
 // Len is the number of backends tried.
 func (t *Tried) Len() int { return t.n }
 

@@ -282,6 +282,13 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 			p.pool.RequestSucceeded(b)
 			break
 		}
+		if errors.Is(err, upstream.ErrFull) {
+			// Another request took its last slot since the pick: not an
+			// attempt. Pick again; the queue follows when none has room.
+			tried.Drop()
+			last = tried.Last()
+			continue
+		}
 		if body != nil && body.err != nil {
 			// The client failed, not the backend: it stopped sending,
 			// sent too much, or sent a malformed chunk.

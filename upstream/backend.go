@@ -229,6 +229,23 @@ func (b *Backend) HasRoom() bool {
 	return b.maxConns == 0 || b.active.Load() < b.maxConns
 }
 
+// TryAcquire counts a request as in flight and sent if the backend is
+// below its max_conns limit, and reports whether it did; Release must
+// follow. HasRoom, which the balancers ask, only advises: two requests may
+// both see the last slot free, and TryAcquire admits one of them.
+func (b *Backend) TryAcquire() bool {
+	for {
+		n := b.active.Load()
+		if b.maxConns > 0 && n >= b.maxConns {
+			return false
+		}
+		if b.active.CompareAndSwap(n, n+1) {
+			b.requests.Add(1)
+			return true
+		}
+	}
+}
+
 // Acquire counts a request as in flight and sent; Release must follow.
 func (b *Backend) Acquire() {
 	b.active.Add(1)

@@ -25,6 +25,10 @@ const StreamThreshold = 64 << 10
 // refuses to pass on (see CheckFields).
 var ErrMalformedResponse = errors.New("malformed response header")
 
+// ErrFull is returned, before anything is sent, when the backend is at its
+// max_conns limit: another request took its last slot since it was picked.
+var ErrFull = errors.New("backend at max_conns")
+
 // A Pacer is a streamed request body that, each time it is read, extends
 // the write deadline of the connection it is being written to. The transport
 // hands it the backend connection, so that a long upload is bounded per
@@ -51,7 +55,9 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	t.b.Acquire()
+	if !t.b.TryAcquire() {
+		return false, ErrFull
+	}
 	streaming, err := t.roundTrip(hc, req, resp)
 	if !streaming {
 		t.b.Release()
