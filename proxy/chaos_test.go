@@ -36,7 +36,7 @@ func TestRetryBudget(t *testing.T) {
 // TestChaos kills and restarts backends, one at a time, while clients send
 // GETs: none may fail while a healthy backend remains.
 func TestChaos(t *testing.T) {
-	h := startHarnessWith(t, startStable, `"health_check_frequency": "50ms", "health_check": {"rise": 1, "fall": 2}`, 1, 1, 1)
+	h := startHarness(t, `"health_check_frequency": "50ms", "health_check": {"rise": 1, "fall": 2}`, 1, 1, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.checker.Run(ctx); close(done) }()

@@ -62,14 +62,14 @@ func (s *syncBuffer) String() string {
 
 // startHarness starts one backend per weight and fastlb in front of them.
 // extra is merged into the configuration JSON (e.g. `"strategy": "least-conn"`).
+//
+// The backends listen below the kernel's ephemeral port range
+// (startStable): many tests close a backend and expect its port to refuse
+// connections, and a port the kernel handed out could meanwhile go to a
+// test backend of another package's tests, running at the same time.
 func startHarness(t *testing.T, extra string, weights ...int) *harness {
 	t.Helper()
-	return startHarnessWith(t, startBackend, extra, weights...)
-}
-
-// startBackend starts a test backend on a port the kernel chooses.
-func startBackend(opts testbackends.Options) (*testbackends.Server, error) {
-	return testbackends.Start("127.0.0.1:0", opts)
+	return startHarnessWith(t, startStable, extra, weights...)
 }
 
 // startHarnessWith is startHarness with the backends started by start.
