@@ -133,7 +133,8 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 	}
 	br := bufio.NewReaderSize(bc, 16<<10)
 	resp := &ctx.Response
-	if err := resp.Header.Read(br); err != nil {
+	hop, err := upstream.ReadResponseHeader(br, &resp.Header)
+	if err != nil {
 		bc.Close()
 		return err
 	}
@@ -144,7 +145,8 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 		if err != nil {
 			return err
 		}
-		upstream.RemoveHopByHop(&resp.Header, upstream.AllHops)
+		upstream.RemoveHopByHop(&resp.Header, hop)
+		resp.Header.ResetConnectionClose()
 		return errNotSwitched
 	}
 	bc.SetDeadline(time.Time{})

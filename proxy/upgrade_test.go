@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,30 @@ func TestTunnelIdleAndShutdown(t *testing.T) {
 		t.Errorf("CloseTunnels returned after %v, before its timeout", d)
 	}
 	waitFor(t, "the busy tunnel to be closed", func() bool { return h.metric("fastlb_upgraded_connections") == "0" })
+}
+
+// TestUpgradeMalformedAnswer: the answer to an upgrade request is checked
+// like any other: a malformed one is a 502, never passed on.
+func TestUpgradeMalformedAnswer(t *testing.T) {
+	h := startHarness(t, `"retries": 0, "health_check": {"fall": 100}`, 1)
+	for _, kind := range []string{"obs-fold", "cl-and-te", "bad-name"} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /malformed/"+kind+" HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if resp.StatusCode != 502 || strings.Contains(string(body), "hello") {
+			t.Errorf("%s: got %s %q, want 502 without the backend's body", kind, resp.Status, body)
+		}
+	}
+	if got := h.metric("fastlb_upgrades_total"); got != "3" {
+		t.Errorf("fastlb_upgrades_total %s: the requests did not take the upgrade path", got)
+	}
 }

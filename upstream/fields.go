@@ -25,9 +25,6 @@ var HopFields = [...]string{
 // Hop is a set of HopFields: bit i stands for HopFields[i].
 type Hop uint16
 
-// AllHops is every one of HopFields.
-const AllHops Hop = 1<<len(HopFields) - 1
-
 const hopConnection Hop = 1 // HopFields[0]
 
 // Header is what RemoveHopByHop needs of fasthttp's request and response
@@ -44,8 +41,8 @@ var (
 )
 
 // RemoveHopByHop deletes the hop-by-hop fields of h (RFC 9110 section
-// 7.6.1) that present holds (CheckFields reports them; AllHops when not
-// known), and every field that Connection names. It works on request and
+// 7.6.1) that present holds (as CheckFields or ReadResponseHeader report
+// them), and every field that Connection names. It works on request and
 // response headers alike and allocates nothing; each field costs a lookup,
 // so it looks only for those present.
 //

@@ -86,7 +86,7 @@ func FuzzResponseHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, lines string) {
 		raw := "HTTP/1.1 200 OK\r\n" + lines + "\r\n\r\n"
 		var h fasthttp.ResponseHeader
-		hop, err := readHeader(bufio.NewReaderSize(strings.NewReader(raw), 64<<10), &h)
+		hop, err := ReadResponseHeader(bufio.NewReaderSize(strings.NewReader(raw), 64<<10), &h)
 		if err != nil {
 			return
 		}

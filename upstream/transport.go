@@ -75,7 +75,6 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, err
 	}
 	conn := cc.Conn()
-	resp.ParseNetConn(conn)
 
 	writeTimeout := timeout
 	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
@@ -132,8 +131,7 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		resp.SkipBody = true
 	}
 	br := hc.AcquireReader(conn)
-	resp.ResetBody()
-	hop, err := readHeader(br, &resp.Header)
+	hop, err := ReadResponseHeader(br, &resp.Header)
 	if err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
@@ -183,11 +181,12 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 // maxInterim bounds the 1xx responses skipped before the final one.
 const maxInterim = 16
 
-// readHeader reads the final response header from br into h, skipping
-// interim (1xx) responses other than 101, and reports which hop-by-hop
-// fields it holds. It refuses a header that CheckFields refuses, checking
-// it before fasthttp parses it: the parser rewrites folded lines in place.
-func readHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Hop, err error) {
+// ReadResponseHeader reads the final response header from br into h,
+// skipping interim (1xx) responses other than 101, and reports which
+// hop-by-hop fields it holds. It refuses a header that CheckFields refuses
+// (ErrMalformedResponse), checking it before fasthttp parses it: the parser
+// rewrites folded lines in place.
+func ReadResponseHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Hop, err error) {
 	for range maxInterim {
 		if hop, err = CheckFields(peekHeader(br)); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrMalformedResponse, err)
