@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/valyala/fasthttp"
 
 	"fastlb/config"
 	"fastlb/healthcheck"
@@ -33,7 +32,7 @@ type harness struct {
 	cfg       *config.Config
 	pool      *upstream.Pool
 	checker   *healthcheck.Checker
-	server    *fasthttp.Server
+	server    *Server
 	addr      string
 	client    *http.Client
 	logs      *syncBuffer

@@ -16,8 +16,9 @@ import (
 // settings a proxy needs: byte-exact forwarding (no multipart parsing, no
 // default Server or Content-Type header), the configured limits and timeouts,
 // and 431 / 413 / 408 / 400 answers for requests it cannot read.
-func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *fasthttp.Server {
-	return &fasthttp.Server{
+func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *Server {
+	s := &Server{maxConns: int64(cfg.MaxClientConns), parked: map[*clientConn]struct{}{}}
+	s.fs = &fasthttp.Server{
 		Handler:                      handler,
 		ErrorHandler:                 errorHandler,
 		ReadBufferSize:               cfg.MaxHeaderBytes,
@@ -36,9 +37,12 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		// ReduceMemoryUsage is left off: with request bodies streamed,
 		// fasthttp keeps an idle connection's read buffer anyway, and
 		// releasing the write buffer costs a pool round trip per request.
+		// Idle connections give both back when they park (see parkAfter).
 		SecureErrorLogMessage: true,
 		Logger:                debugLogger{logger},
+		ConnState:             s.connState,
 	}
+	return s
 }
 
 // errorHandler answers requests fasthttp could not parse.

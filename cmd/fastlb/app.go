@@ -43,10 +43,10 @@ type app struct {
 	secret      []byte // sticky cookie key generated at start, used when the file sets none
 	checker     *healthcheck.Checker
 	accessLog   *proxy.AccessLog
-	accessFile  *os.File           // nil for "stderr"
-	servers     []*fasthttp.Server // the plain listener's, then the HTTPS listener's
-	listeners   []namedListener    // what a binary upgrade hands over
-	listenAddr  string             // the proxy listener's address
+	accessFile  *os.File        // nil for "stderr"
+	servers     []*proxy.Server // the plain listener's, then the HTTPS listener's
+	listeners   []namedListener // what a binary upgrade hands over
+	listenAddr  string          // the proxy listener's address
 	stopWatch   chan struct{}
 	adminServer *fasthttp.Server
 	tlsListener *tlsconf.Listener // nil without "tls"
@@ -184,9 +184,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		a.servers = append(a.servers, proxy.NewServer(a.proxy.ServeHTTP, cfg, logger))
 	}
 	set.NewGauge("fastlb_client_connections", func() float64 {
-		var n int32
+		n := 0
 		for _, s := range a.servers {
-			n += s.GetOpenConnectionsCount()
+			n += s.OpenConnections()
 		}
 		return float64(n)
 	})

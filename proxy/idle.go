@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// parkAfter is how long a plain keep-alive client connection may wait for
+// its next request while it holds a serving goroutine and fasthttp's read and
+// write buffers (about 20 KiB). After that it is parked: the buffers go back
+// to their pools and a goroutine with the smallest stack waits for the
+// request's first byte, until client_idle_timeout. Back-to-back requests
+// never park; a connection whose client pauses longer than this pays one
+// goroutine start and one buffer fetch when it speaks again.
+const parkAfter = 100 * time.Millisecond
+
+// Server is the client-facing server of one listener: fasthttp's server, the
+// max_client_conns limit, and the parking of idle plain connections (see
+// parkAfter). Its methods are safe for concurrent use.
+type Server struct {
+	fs       *fasthttp.Server
+	maxConns int64
+	open     atomic.Int64 // plain connections accepted and not yet closed, parked ones included
+
+	mu       sync.Mutex
+	parked   map[*clientConn]struct{} // waiting for their next request
+	stopping bool                     // set by Shutdown: nothing parks or wakes any more
+	waiters  sync.WaitGroup           // parked goroutines, and the connections they serve again
+}
+
+// Handler is the request handler the server calls.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.fs.Handler }
+
+// Serve accepts connections on ln and serves them until ln is closed.
+// Plain TCP connections are counted against max_client_conns here and may be
+// parked; others (TLS) are served as they come, under fasthttp's own limit.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.fs.Serve(&listener{Listener: ln, srv: s})
+}
+
+// OpenConnections is the number of client connections open: those fasthttp
+// is serving and those parked.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	n := len(s.parked)
+	s.mu.Unlock()
+	return int(s.fs.GetOpenConnectionsCount()) + n
+}
+
+// Shutdown stops accepting, closes idle connections, parked ones included,
+// and waits for in-flight requests to finish.
+func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Background()) }
+
+// ShutdownWithContext is Shutdown that gives up waiting when ctx ends,
+// returning ctx.Err().
+func (s *Server) ShutdownWithContext(ctx context.Context) error {
+	s.closeParked()
+	err := s.fs.ShutdownWithContext(ctx)
+	// A connection the closing of idle ones caught just as it parked.
+	s.closeParked()
+	done := make(chan struct{})
+	go func() { s.waiters.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+func (s *Server) closeParked() {
+	s.mu.Lock()
+	s.stopping = true
+	for c := range s.parked {
+		c.Conn.Close() // its waiter wakes, unparks it and counts it closed
+	}
+	s.mu.Unlock()
+}
+
+// connState follows fasthttp's view of a connection: idle between requests,
+// active once a request's first byte arrived. fasthttp calls it for these
+// two states from the goroutine serving the connection.
+func (s *Server) connState(c net.Conn, state fasthttp.ConnState) {
+	cc, ok := c.(*clientConn)
+	if !ok {
+		return
+	}
+	switch state {
+	case fasthttp.StateIdle:
+		cc.between = true
+	case fasthttp.StateActive:
+		cc.between = false
+	}
+}
+
+// park hands c, which fasthttp has just let go of, to a goroutine that
+// waits for its next request.
+func (s *Server) park(c *clientConn) {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		c.close()
+		return
+	}
+	s.parked[c] = struct{}{}
+	s.waiters.Add(1)
+	s.mu.Unlock()
+	go s.wait(c)
+}
+
+// wait reads the first byte of c's next request, under the idle deadline
+// fasthttp had set, and serves c again; a connection that ends or times out
+// meanwhile is closed.
+func (s *Server) wait(c *clientConn) {
+	defer s.waiters.Done()
+	var n int
+	if c.Conn.SetReadDeadline(c.deadline) == nil {
+		n, _ = c.Conn.Read(c.first[:])
+	}
+	s.mu.Lock()
+	delete(s.parked, c)
+	stopping := s.stopping
+	s.mu.Unlock()
+	if n == 0 || stopping {
+		c.close()
+		return
+	}
+	c.between, c.replay = false, true
+	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
+}
+
+// listener counts plain connections against max_client_conns and wraps them
+// for parking.
+type listener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			return c, nil
+		}
+		if l.srv.open.Add(1) > l.srv.maxConns {
+			l.srv.open.Add(-1)
+			go refuseConn(tc)
+			continue
+		}
+		return &clientConn{Conn: tc, srv: l.srv}, nil
+	}
+}
+
+// tooManyConns is the answer on a connection over max_client_conns.
+var tooManyConns = func() []byte {
+	body := "503 Service Unavailable: too many client connections\n"
+	return []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
+}()
+
+// refuseConn answers a connection over max_client_conns with 503 and closes
+// it, as fasthttp does with one over its own limit.
+func refuseConn(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second)) //nolint:errcheck // the write fails instead
+	c.Write(tooManyConns)                           //nolint:errcheck // closed next either way
+	c.Close()
+}
+
+// clientConn is a plain client connection that can be parked between
+// requests. Its fields other than closed and parking belong to the goroutine
+// serving it (or waiting for it when parked).
+type clientConn struct {
+	net.Conn
+	srv *Server
+
+	between  bool      // fasthttp is waiting for the next request: the next Read may park
+	deadline time.Time // the idle deadline fasthttp set for that wait
+	first    [1]byte   // the next request's first byte, read while parked
+	replay   bool      // first is yet to be handed to fasthttp
+
+	parking atomic.Bool // Read gave up waiting: fasthttp's Close parks c instead
+	closed  atomic.Bool
+}
+
+// SetReadDeadline arms the idle wait for parkAfter at most, remembering
+// fasthttp's own deadline for the parked wait.
+func (c *clientConn) SetReadDeadline(t time.Time) error {
+	if c.between {
+		c.deadline = t
+		if wake := time.Now().Add(parkAfter); t.IsZero() || wake.Before(t) {
+			t = wake
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Read hands over the byte read while parked first. A wait for the next
+// request that lasts parkAfter ends with io.EOF, after which fasthttp lets
+// go of the connection and calls Close, which parks it.
+func (c *clientConn) Read(b []byte) (int, error) {
+	if c.replay {
+		c.replay = false
+		if len(b) == 0 {
+			return 0, nil
+		}
+		b[0] = c.first[0]
+		return 1, nil
+	}
+	if !c.between {
+		return c.Conn.Read(b)
+	}
+	n, err := c.Conn.Read(b)
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && (c.deadline.IsZero() || time.Now().Before(c.deadline)) {
+		c.parking.Store(true)
+		return 0, io.EOF
+	}
+	c.between = false
+	return n, err
+}
+
+// Close parks a connection that Read let go of, and closes any other.
+func (c *clientConn) Close() error {
+	if c.parking.CompareAndSwap(true, false) {
+		c.srv.park(c)
+		return nil
+	}
+	return c.close()
+}
+
+func (c *clientConn) close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.srv.open.Add(-1)
+	return c.Conn.Close()
+}

@@ -1,0 +1,282 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"fastlb/testbackends"
+)
+
+// keepAlive is a raw keep-alive client connection to fastlb.
+type keepAlive struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (h *harness) dialKeepAlive() *keepAlive {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return &keepAlive{t: h.t, c: c, r: bufio.NewReader(c)}
+}
+
+// send writes the request parts with pause between them.
+func (k *keepAlive) send(pause time.Duration, parts ...string) {
+	k.t.Helper()
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		if _, err := io.WriteString(k.c, p); err != nil {
+			k.t.Fatal(err)
+		}
+	}
+}
+
+// answer reads one response and returns its status and body.
+func (k *keepAlive) answer() (int, string) {
+	k.t.Helper()
+	k.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		k.t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		k.t.Fatalf("reading the answer's body: %v", err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// closedWithin reports whether fastlb closes the connection within d, and
+// how long that took.
+func (k *keepAlive) closedWithin(d time.Duration) (bool, time.Duration) {
+	start := time.Now()
+	k.c.SetReadDeadline(start.Add(d))
+	_, err := k.r.ReadByte()
+	return err == io.EOF, time.Since(start)
+}
+
+func (h *harness) parkedConns() int {
+	h.server.mu.Lock()
+	defer h.server.mu.Unlock()
+	return len(h.server.parked)
+}
+
+// waitParked waits until n connections are parked.
+func (h *harness) waitParked(n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.parkedConns() != n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%d connections parked, want %d", h.parkedConns(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestIdleConnectionParks: a keep-alive connection that waits longer than
+// parkAfter for its next request is parked, and the request that wakes it,
+// whether whole or in slow pieces, with or without a body, is served as if
+// nothing had happened.
+func TestIdleConnectionParks(t *testing.T) {
+	h := startHarness(t, "", 1)
+	get := "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
+	post := "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
+	for _, tc := range []struct {
+		name  string
+		parts []string // sent parkAfter*3 apart once the connection has parked
+		body  string   // what the backend must see
+	}{
+		{"whole request", []string{get}, ""},
+		{"one byte, then the rest", []string{"G", get[1:]}, ""},
+		{"header in three pieces", []string{"GET /ec", "ho HTTP/1.1\r\nHo", "st: h\r\n\r\n"}, ""},
+		{"body after a pause", []string{post, "0123456789"}, "0123456789"},
+		{"body in two pieces", []string{post + "01234", "56789"}, "0123456789"},
+		{"two pipelined requests", []string{get + get}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := h.dialKeepAlive()
+			k.send(0, get)
+			if status, _ := k.answer(); status != 200 {
+				t.Fatalf("first request: %d", status)
+			}
+			h.waitParked(1)
+			if n := h.server.OpenConnections(); n != 1 {
+				t.Errorf("OpenConnections with one parked: %d", n)
+			}
+			k.send(3*parkAfter, tc.parts...)
+			answers := strings.Count(strings.Join(tc.parts, ""), "HTTP/1.1\r\n")
+			for range answers {
+				status, body := k.answer()
+				var e testbackends.Echo
+				if err := json.Unmarshal([]byte(body), &e); status != 200 || err != nil {
+					t.Fatalf("request after parking: %d %q", status, body)
+				}
+				if string(e.Body) != tc.body {
+					t.Errorf("backend saw body %q, want %q", e.Body, tc.body)
+				}
+			}
+			// And the connection parks again.
+			h.waitParked(1)
+			k.c.Close()
+			h.waitParked(0)
+		})
+	}
+	if n := h.server.open.Load(); n != 0 {
+		t.Errorf("%d connections still counted open after all closed", n)
+	}
+}
+
+// TestParkedIdleTimeout: a parked connection is closed at
+// client_idle_timeout, counted from its last request, as an unparked one.
+func TestParkedIdleTimeout(t *testing.T) {
+	h := startHarness(t, `"client_idle_timeout": "600ms"`, 1)
+	k := h.dialKeepAlive()
+	start := time.Now()
+	k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if status, _ := k.answer(); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	h.waitParked(1)
+	closed, _ := k.closedWithin(3 * time.Second)
+	if took := time.Since(start); !closed || took < 550*time.Millisecond || took > 2*time.Second {
+		t.Errorf("parked connection closed %v after its request (closed: %v), want about 600ms", took, closed)
+	}
+	h.waitParked(0)
+	if n := h.server.open.Load(); n != 0 {
+		t.Errorf("%d connections still counted open", n)
+	}
+}
+
+// TestMaxClientConnsCountsParked: parked connections count against
+// max_client_conns, and a closed parked one makes room.
+func TestMaxClientConnsCountsParked(t *testing.T) {
+	h := startHarness(t, `"max_client_conns": 2`, 1)
+	var ks []*keepAlive
+	for range 2 {
+		k := h.dialKeepAlive()
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("connection within the limit: %d", status)
+		}
+		ks = append(ks, k)
+	}
+	h.waitParked(2)
+	out := h.raw("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 503") || !strings.Contains(out, "too many client connections") {
+		t.Errorf("a connection over max_client_conns with two parked: %q", out)
+	}
+	ks[0].c.Close()
+	h.waitParked(1)
+	if out := h.raw("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Errorf("after a parked one closed: %q", firstLine(out))
+	}
+	// The other parked one still works.
+	ks[1].send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if status, _ := ks[1].answer(); status != 200 {
+		t.Errorf("parked connection within the limit: %d", status)
+	}
+}
+
+// TestShutdownClosesParked: shutdown closes parked connections at once and
+// lets a request that woke one just before finish.
+func TestShutdownClosesParked(t *testing.T) {
+	h := startHarness(t, "", 1)
+	idle := h.dialKeepAlive()
+	busy := h.dialKeepAlive()
+	for _, k := range []*keepAlive{idle, busy} {
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+	}
+	h.waitParked(2)
+	busy.send(0, "GET /delay/300ms HTTP/1.1\r\nHost: h\r\n\r\n")
+	h.waitParked(1)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- h.server.ShutdownWithContext(ctx)
+	}()
+	if closed, took := idle.closedWithin(2 * time.Second); !closed || took > time.Second {
+		t.Errorf("parked connection at shutdown: closed %v after %v", closed, took)
+	}
+	if status, _ := busy.answer(); status != 200 {
+		t.Errorf("request in flight at shutdown: %d", status)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("shutdown took %v", took)
+	}
+	if n := h.server.open.Load(); n != 0 {
+		t.Errorf("%d connections still counted open after shutdown", n)
+	}
+}
+
+// TestParkingUnderLoad: many keep-alive clients whose pauses fall on both
+// sides of parkAfter, so connections park and wake while others are served
+// and new ones arrive; every request is answered in order.
+func TestParkingUnderLoad(t *testing.T) {
+	h := startHarness(t, "", 1, 1)
+	const clients, rounds = 24, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			rnd := rand.New(rand.NewPCG(uint64(i), 1))
+			for j := range rounds {
+				time.Sleep(time.Duration(rnd.IntN(int(2 * parkAfter))))
+				path := fmt.Sprintf("/echo/%d/%d", i, j)
+				if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path); err != nil {
+					errs <- err
+					return
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", i, j, err)
+					return
+				}
+				var e testbackends.Echo
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || e.URI != path {
+					errs <- fmt.Errorf("client %d request %d: status %d, uri %q, %v", i, j, resp.StatusCode, e.URI, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
