@@ -30,10 +30,14 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", false, "a short run: fewer scenarios, shorter measurements")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default: all)")
 	flag.StringVar(&o.targets, "targets", "direct,fastlb,haproxy,nginx", "targets to measure")
-	flag.DurationVar(&o.duration, "duration", 0, "measurement per target (default 10s, 3s with -quick)")
+	flag.DurationVar(&o.duration, "duration", 0, "measurement per target, split over the rounds (default 12s, 3s with -quick)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds per scenario, each loading every target in turn; figures are the rounds' medians")
 	flag.Parse()
+	if o.rounds < 1 {
+		fatal(fmt.Errorf("-rounds must be at least 1, not %d", o.rounds))
+	}
 	if o.duration == 0 {
-		o.duration = 10 * time.Second
+		o.duration = 12 * time.Second
 		if o.quick {
 			o.duration = 3 * time.Second
 		}
@@ -62,7 +66,7 @@ func main() {
 
 type options struct {
 	bin, out, work, only, targets string
-	proxyCPU                      int
+	proxyCPU, rounds              int
 	quick                         bool
 	duration                      time.Duration
 }

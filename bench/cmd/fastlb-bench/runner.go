@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,10 +223,35 @@ func (r *runner) runScenario(sc scenario) []Result {
 			return []Result{{Scenario: sc.name, Target: "all", Skipped: err.Error()}}
 		}
 	}
+	// Every target runs from the start, idle but for its turn, so that the
+	// rounds can take them in turn: this machine's speed drifts over
+	// seconds, and a figure is the median of its rounds.
+	var targets []*target
+	for _, name := range strings.Split(r.targets, ",") {
+		t := r.startTarget(sc, name, ports)
+		if t.proxy != nil {
+			defer r.stop(t.proxy)
+		}
+		targets = append(targets, t)
+	}
+	rounds := r.rounds
+	if sc.idle > 0 {
+		rounds = 1
+	}
+	for round := range rounds {
+		for _, t := range targets {
+			if t.skipped == "" {
+				t.rounds = append(t.rounds, r.measure(sc, t, ports, round == 0))
+			}
+		}
+	}
 	var results []Result
-	for _, t := range strings.Split(r.targets, ",") {
-		res := r.measure(sc, t, ports)
-		res.Scenario, res.Target = sc.name, t
+	for _, t := range targets {
+		res := Result{Skipped: t.skipped}
+		if t.skipped == "" {
+			res = combine(t.rounds)
+		}
+		res.Scenario, res.Target = sc.name, t.name
 		results = append(results, res)
 	}
 	var direct, haproxy float64
@@ -251,63 +277,119 @@ func (r *runner) runScenario(sc scenario) []Result {
 	return results
 }
 
-// measure starts one target for a scenario, loads it, and stops it.
-func (r *runner) measure(sc scenario, target string, ports []string) Result {
-	var proxy *exec.Cmd
+// target is one way to reach the backends in a scenario: directly or
+// through a proxy, with its rounds' measurements.
+type target struct {
+	name    string
+	proxy   *exec.Cmd // nil for direct
+	addr    string
+	skipped string // why it is not measured
+	rounds  []Result
+}
+
+// startTarget starts the proxy of one target for a scenario and waits
+// until it serves.
+func (r *runner) startTarget(sc scenario, name string, ports []string) *target {
+	t := &target{name: name, addr: "127.0.0.1:" + ports[0]}
 	var err error
-	addr := "127.0.0.1:" + ports[0]
-	switch target {
+	switch name {
 	case "direct":
-		if sc.https {
-			return Result{Skipped: "backends speak plain HTTP"}
+		switch {
+		case sc.https:
+			t.skipped = "backends speak plain HTTP"
+		case sc.idle > 0:
+			t.skipped = "measures proxies only"
 		}
+		return t
 	case "fastlb":
-		proxy, addr, err = r.startFastlb(sc, ports)
+		t.proxy, t.addr, err = r.startFastlb(sc, ports)
 	case "haproxy":
 		if !installed("haproxy") {
-			return Result{Skipped: "not installed"}
+			t.skipped = "not installed"
+			return t
 		}
-		proxy, addr, err = r.startHAProxy(sc, ports)
+		t.proxy, t.addr, err = r.startHAProxy(sc, ports)
 	case "nginx":
 		if !installed("nginx") {
-			return Result{Skipped: "not installed"}
+			t.skipped = "not installed"
+			return t
 		}
 		if sc.nginx == "-" {
-			return Result{Skipped: "no equivalent in nginx's open source edition"}
+			t.skipped = "no equivalent in nginx's open source edition"
+			return t
 		}
-		proxy, addr, err = r.startNginx(sc, ports)
+		t.proxy, t.addr, err = r.startNginx(sc, ports)
 	default:
-		return Result{Skipped: "unknown target"}
+		t.skipped = "unknown target"
+		return t
+	}
+	if err == nil {
+		err = waitPort(t.addr)
 	}
 	if err != nil {
-		return Result{Skipped: err.Error()}
+		t.skipped = err.Error()
+		return t
 	}
-	if proxy != nil {
-		defer r.stop(proxy)
-		if err := waitPort(addr); err != nil {
-			return Result{Skipped: err.Error()}
+	time.Sleep(200 * time.Millisecond) // first health checks
+	return t
+}
+
+// combine makes one result of a target's rounds: requests and errors
+// summed, rates, latencies and CPU per request the median of the rounds,
+// the peak RSS the largest.
+func combine(rounds []Result) Result {
+	out := rounds[0]
+	if len(rounds) == 1 {
+		return out
+	}
+	median := func(get func(Result) float64) float64 {
+		v := make([]float64, len(rounds))
+		for i, x := range rounds {
+			v[i] = get(x)
 		}
-		time.Sleep(200 * time.Millisecond) // first health checks
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
+	out.Requests, out.Errors = 0, 0
+	for _, x := range rounds {
+		out.Requests += x.Requests
+		out.Errors += x.Errors
+		out.PeakRSSMiB = max(out.PeakRSSMiB, x.PeakRSSMiB)
+		if out.FirstError == "" {
+			out.FirstError = x.FirstError
+		}
+	}
+	out.RPS = median(func(x Result) float64 { return x.RPS })
+	out.P50ms = median(func(x Result) float64 { return x.P50ms })
+	out.P99ms = median(func(x Result) float64 { return x.P99ms })
+	out.P999ms = median(func(x Result) float64 { return x.P999ms })
+	out.CPUPer100k = median(func(x Result) float64 { return x.CPUPer100k })
+	return out
+}
+
+// measure loads one target for one round of a scenario; the first round
+// warms the connection pools first.
+func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Result {
 	if sc.idle > 0 {
-		if proxy == nil {
-			return Result{Skipped: "measures proxies only"}
-		}
-		return r.idleConns(sc, proxy.Process.Pid, addr)
+		return r.idleConns(sc, t.proxy.Process.Pid, t.addr)
 	}
 	cfg := sc.load
-	cfg.Addr, cfg.HTTPS, cfg.Duration = addr, sc.https, r.duration
-	// Warm up connection pools, then measure.
-	warm := cfg
-	warm.Duration = r.duration / 10
-	loadgen.Run(warm) //nolint:errcheck
+	cfg.Addr, cfg.HTTPS, cfg.Duration = t.addr, sc.https, r.duration/time.Duration(r.rounds)
+	if first {
+		warm := cfg
+		warm.Duration = r.duration / 10
+		loadgen.Run(warm) //nolint:errcheck
+	}
 	var cpu0 float64
-	if proxy != nil {
-		cpu0 = cpuSeconds(proxy.Process.Pid)
+	if t.proxy != nil {
+		cpu0 = cpuSeconds(t.proxy.Process.Pid)
 	}
 	stopChurn := make(chan struct{})
 	churned := make(chan int)
-	if sc.churn && target == "fastlb" {
+	if sc.churn && t.name == "fastlb" {
 		go func() { churned <- churn(ports, stopChurn) }()
 	} else {
 		close(churned)
@@ -316,7 +398,7 @@ func (r *runner) measure(sc scenario, target string, ports []string) Result {
 	close(stopChurn)
 	changes := <-churned
 	if err != nil {
-		return Result{Skipped: err.Error()}
+		return Result{Errors: 1, FirstError: err.Error()}
 	}
 	out := Result{
 		Requests: res.Requests, Errors: res.Errors, FirstError: res.FirstErr, RPS: res.RPS(),
@@ -324,9 +406,9 @@ func (r *runner) measure(sc scenario, target string, ports []string) Result {
 		P99ms:  float64(res.Percentile(99).Microseconds()) / 1000,
 		P999ms: float64(res.Percentile(99.9).Microseconds()) / 1000,
 	}
-	if proxy != nil && res.Requests > 0 {
-		out.CPUPer100k = (cpuSeconds(proxy.Process.Pid) - cpu0) / float64(res.Requests) * 100000
-		out.PeakRSSMiB = memKiB(proxy.Process.Pid, "VmHWM") / 1024
+	if t.proxy != nil && res.Requests > 0 {
+		out.CPUPer100k = (cpuSeconds(t.proxy.Process.Pid) - cpu0) / float64(res.Requests) * 100000
+		out.PeakRSSMiB = memKiB(t.proxy.Process.Pid, "VmHWM") / 1024
 	}
 	if changes > 0 && out.FirstError == "" {
 		out.FirstError = fmt.Sprintf("(%d admin changes during the run)", changes)
