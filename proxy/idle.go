@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -17,14 +16,14 @@ import (
 
 // parkAfter is how long a plain keep-alive client connection may wait for
 // its next request while it holds a serving goroutine and fasthttp's read and
-// write buffers (about 20 KiB). After that it is parked: the buffers go back
-// to their pools and a goroutine with the smallest stack waits for the next
-// request to arrive, until client_idle_timeout, then serves it again.
-// Back-to-back requests never park. A client that pauses longer than this
-// costs, per pause, a timer, a failed peek, a goroutine and fasthttp's
-// setting up of the connection once more: about 20 µs of CPU on the machine
-// it was measured on. Longer would park fewer pauses but hold more memory
-// in connections not yet parked.
+// write buffers (about 20 KiB). After that it is parked: the goroutine ends,
+// the buffers go back to their pools, and the socket waits for the next
+// request (in an epoll set on Linux, see parking), until client_idle_timeout;
+// then it is served again. Back-to-back requests never park. A client that
+// pauses longer than this costs, per pause, a timer, the parking and
+// fasthttp's setting up of the connection once more: about 25 µs of CPU on
+// the machine it was measured on. Longer would park fewer pauses but hold
+// more memory in connections not yet parked.
 const parkAfter = 100 * time.Millisecond
 
 // Server is the client-facing server of one listener: fasthttp's server, the
@@ -35,10 +34,8 @@ type Server struct {
 	maxConns int64
 	open     atomic.Int64 // plain connections accepted and not yet closed, parked ones included
 
-	mu       sync.Mutex
-	parked   map[*clientConn]struct{} // waiting for their next request
-	stopping bool                     // set by Shutdown: nothing parks or wakes any more
-	waiters  sync.WaitGroup           // parked goroutines, and the connections they serve again
+	parking                // the parked connections, kept as the platform allows
+	waiters sync.WaitGroup // goroutines of the parking, and the connections it serves again
 }
 
 // Handler is the request handler the server calls.
@@ -58,10 +55,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // OpenConnections is the number of client connections open: those fasthttp
 // is serving and those parked.
 func (s *Server) OpenConnections() int {
-	s.mu.Lock()
-	n := len(s.parked)
-	s.mu.Unlock()
-	return int(s.fs.GetOpenConnectionsCount()) + n
+	return int(s.fs.GetOpenConnectionsCount()) + s.parkedCount()
 }
 
 // Shutdown stops accepting, closes idle connections, parked ones included,
@@ -87,15 +81,6 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) closeParked() {
-	s.mu.Lock()
-	s.stopping = true
-	for c := range s.parked {
-		c.Conn.Close() // its waiter wakes, unparks it and counts it closed
-	}
-	s.mu.Unlock()
-}
-
 // connState follows fasthttp's view of a connection: idle between requests,
 // active once a request's first byte arrived. fasthttp calls it for these
 // two states from the goroutine serving the connection.
@@ -112,62 +97,12 @@ func (s *Server) connState(c net.Conn, state fasthttp.ConnState) {
 	}
 }
 
-// park hands c, which fasthttp has just let go of, to a goroutine that
-// waits for its next request.
-func (s *Server) park(c *clientConn) {
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		c.close()
-		return
-	}
-	s.parked[c] = struct{}{}
-	s.waiters.Add(1)
-	s.mu.Unlock()
-	go s.wait(c)
-}
-
-// wait waits until c's next request starts to arrive, under the idle
-// deadline fasthttp had set, and serves c again; a connection that times
-// out or fails meanwhile is closed.
-func (s *Server) wait(c *clientConn) {
+// serveAgain serves a parked connection whose next request is arriving.
+// The caller has counted it in s.waiters.
+func (s *Server) serveAgain(c *clientConn) {
 	defer s.waiters.Done()
-	err := c.Conn.SetReadDeadline(c.deadline)
-	if err == nil {
-		err = waitReadable(c.Conn.(*net.TCPConn))
-	}
-	s.mu.Lock()
-	delete(s.parked, c)
-	stopping := s.stopping
-	s.mu.Unlock()
-	if err != nil || stopping {
-		c.close()
-		return
-	}
 	c.between = false
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
-}
-
-// waitReadable returns nil once c has something to read (bytes, or its end:
-// fasthttp's read then tells which) and an error if its read deadline
-// passes first. The first look is a peek, as bytes that arrived before the
-// wait began would not wake it; after that the poller's word is taken, so a
-// parked connection costs the one failed peek more than an unparked one.
-func waitReadable(c *net.TCPConn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	looked := false
-	var b [1]byte
-	return rc.Read(func(fd uintptr) bool {
-		if looked {
-			return true
-		}
-		looked = true
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN
-	})
 }
 
 // listener counts a TCP listener's connections against max_client_conns
@@ -219,12 +154,13 @@ type clientConn struct {
 
 	parking atomic.Bool // Read gave up waiting: fasthttp's Close parks c instead
 	closed  atomic.Bool
+	spot    parkSpot // the parking's own record of c
 }
 
 // SetReadDeadline arms the idle wait for parkAfter at most, remembering
 // fasthttp's own deadline for the parked wait.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
-	if c.between {
+	if canPark && c.between {
 		c.deadline = t
 		if wake := time.Now().Add(parkAfter); t.IsZero() || wake.Before(t) {
 			t = wake

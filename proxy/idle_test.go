@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 import (
@@ -72,11 +74,7 @@ func (k *keepAlive) closedWithin(d time.Duration) (bool, time.Duration) {
 	return err == io.EOF, time.Since(start)
 }
 
-func (h *harness) parkedConns() int {
-	h.server.mu.Lock()
-	defer h.server.mu.Unlock()
-	return len(h.server.parked)
-}
+func (h *harness) parkedConns() int { return h.server.parkedCount() }
 
 // waitParked waits until n connections are parked.
 func (h *harness) waitParked(n int) {
@@ -85,6 +83,18 @@ func (h *harness) waitParked(n int) {
 	for h.parkedConns() != n {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("%d connections parked, want %d", h.parkedConns(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitOpen waits until n plain connections are counted open.
+func (h *harness) waitOpen(n int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.server.open.Load() != n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%d connections counted open, want %d", h.server.open.Load(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -138,30 +148,50 @@ func TestIdleConnectionParks(t *testing.T) {
 			h.waitParked(0)
 		})
 	}
-	if n := h.server.open.Load(); n != 0 {
-		t.Errorf("%d connections still counted open after all closed", n)
-	}
+	h.waitOpen(0)
 }
 
 // TestParkedIdleTimeout: a parked connection is closed at
-// client_idle_timeout, counted from its last request, as an unparked one.
+// client_idle_timeout, counted from its own last request, as an unparked
+// one; connections parked at different times expire in turn, and one that
+// woke and parked again starts afresh.
 func TestParkedIdleTimeout(t *testing.T) {
 	h := startHarness(t, `"client_idle_timeout": "600ms"`, 1)
-	k := h.dialKeepAlive()
-	start := time.Now()
-	k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	if status, _ := k.answer(); status != 200 {
-		t.Fatalf("status %d", status)
+	type conn struct {
+		k    *keepAlive
+		last time.Time
 	}
-	h.waitParked(1)
-	closed, _ := k.closedWithin(3 * time.Second)
-	if took := time.Since(start); !closed || took < 550*time.Millisecond || took > 2*time.Second {
-		t.Errorf("parked connection closed %v after its request (closed: %v), want about 600ms", took, closed)
+	var conns []conn
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(150 * time.Millisecond)
+		}
+		k := h.dialKeepAlive()
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+		conns = append(conns, conn{k, time.Now()})
 	}
+	// The first one speaks again after parking, which restarts its clock.
+	h.waitParked(3)
+	conns[0].k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if status, _ := conns[0].k.answer(); status != 200 {
+		t.Fatalf("woken connection: status %d", status)
+	}
+	conns[0].last = time.Now()
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			closed, _ := c.k.closedWithin(3 * time.Second)
+			if idle := time.Since(c.last); !closed || idle < 550*time.Millisecond || idle > 1500*time.Millisecond {
+				t.Errorf("connection %d closed %v after its last request (closed: %v), want about 600ms", i, idle, closed)
+			}
+		})
+	}
+	wg.Wait()
 	h.waitParked(0)
-	if n := h.server.open.Load(); n != 0 {
-		t.Errorf("%d connections still counted open", n)
-	}
+	h.waitOpen(0)
 }
 
 // TestMaxClientConnsCountsParked: parked connections count against
@@ -183,6 +213,7 @@ func TestMaxClientConnsCountsParked(t *testing.T) {
 		t.Errorf("a connection over max_client_conns with two parked: %q", out)
 	}
 	ks[0].c.Close()
+	h.waitOpen(1)
 	h.waitParked(1)
 	if out := h.raw("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
 		t.Errorf("after a parked one closed: %q", firstLine(out))

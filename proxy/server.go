@@ -17,7 +17,7 @@ import (
 // default Server or Content-Type header), the configured limits and timeouts,
 // and 431 / 413 / 408 / 400 answers for requests it cannot read.
 func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *Server {
-	s := &Server{maxConns: int64(cfg.MaxClientConns), parked: map[*clientConn]struct{}{}}
+	s := &Server{maxConns: int64(cfg.MaxClientConns)}
 	s.fs = &fasthttp.Server{
 		Handler:                      handler,
 		ErrorHandler:                 errorHandler,
