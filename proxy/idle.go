@@ -65,10 +65,8 @@ func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Backgro
 // ShutdownWithContext is Shutdown that gives up waiting when ctx ends,
 // returning ctx.Err().
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
-	s.closeParked()
+	s.closeParked() // and any connection parking from now on is closed
 	err := s.fs.ShutdownWithContext(ctx)
-	// A connection the closing of idle ones caught just as it parked.
-	s.closeParked()
 	done := make(chan struct{})
 	go func() { s.waiters.Wait(); close(done) }()
 	select {
@@ -143,8 +141,8 @@ func refuseConn(c net.Conn) {
 }
 
 // clientConn is a plain client connection that can be parked between
-// requests. Its fields other than closed and parking belong to the goroutine
-// serving it (or waiting for it when parked).
+// requests. between and deadline belong to the goroutine serving it, spot to
+// the parking (under its lock).
 type clientConn struct {
 	net.Conn
 	srv *Server
@@ -158,11 +156,12 @@ type clientConn struct {
 }
 
 // SetReadDeadline arms the idle wait for parkAfter at most, remembering
-// fasthttp's own deadline for the parked wait.
+// fasthttp's own deadline for the parked wait. A wait without a deadline
+// (fastlb always has client_idle_timeout) is left alone and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
-	if canPark && c.between {
+	if canPark && c.between && !t.IsZero() {
 		c.deadline = t
-		if wake := time.Now().Add(parkAfter); t.IsZero() || wake.Before(t) {
+		if wake := time.Now().Add(parkAfter); wake.Before(t) {
 			t = wake
 		}
 	}
@@ -177,7 +176,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		return c.Conn.Read(b)
 	}
 	n, err := c.Conn.Read(b)
-	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && (c.deadline.IsZero() || time.Now().Before(c.deadline)) {
+	if n == 0 && canPark && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(c.deadline) {
 		c.parking.Store(true)
 		return 0, io.EOF
 	}
