@@ -62,6 +62,9 @@ func scenarios() []scenario {
 		{name: "16k-post", load: loadgen.Config{Conns: 64, KeepAlive: true, Method: "POST", BodySize: 16 << 10}},
 		{name: "new-conn", quick: true, load: loadgen.Config{Conns: 16}},
 		{name: "2000-conns-20ms", latency: 20 * time.Millisecond, load: loadgen.Config{Conns: 2000, KeepAlive: true}},
+		// Each connection pauses 250 ms between requests: every request
+		// wakes an idle connection (fastlb parks them after 100 ms).
+		{name: "2000-paused-conns", load: loadgen.Config{Conns: 2000, KeepAlive: true, Rate: 8000}},
 		{name: "100-backends", backends: 100, load: small},
 		{name: "least-conn", load: small, fastlb: `"strategy": "least-conn"`, haproxy: "balance leastconn", nginx: "least_conn;"},
 		{name: "random-two", load: small, fastlb: `"strategy": "random-two"`, haproxy: "balance random(2)", nginx: "random two least_conn;"},
