@@ -136,13 +136,20 @@ func (s *Server) watch(rc syscall.RawConn) {
 	var ready, expired []*clientConn
 	for {
 		n := 0
+		var werr error
 		err := rc.Read(func(fd uintptr) bool {
-			var errno error
-			n, errno = syscall.EpollWait(int(fd), events, 0)
-			return n > 0 || errno != nil && errno != syscall.EINTR
+			n, werr = syscall.EpollWait(int(fd), events, 0)
+			return n > 0 || werr != nil && werr != syscall.EINTR
 		})
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return // closed by Shutdown
+		}
+		if werr != nil && werr != syscall.EINTR {
+			// Not expected of a set only this goroutine waits on; rather
+			// than spin, give up parking: idle connections then close
+			// when they would have parked.
+			s.closeParked()
+			return
 		}
 		ready, expired = ready[:0], expired[:0]
 		p.mu.Lock()
