@@ -70,17 +70,22 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.Host == "" {
 		cfg.Host = cfg.Addr
 	}
-	client := &fasthttp.HostClient{
-		Addr:                      cfg.Addr,
-		IsTLS:                     cfg.HTTPS,
-		TLSConfig:                 &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a load generator against local test certificates
-		MaxConns:                  cfg.Conns,
-		MaxConnWaitTimeout:        time.Minute,
-		ReadTimeout:               time.Minute,
-		WriteTimeout:              time.Minute,
-		MaxIdemponentCallAttempts: 1,
-		DisablePathNormalizing:    true,
-		ReadBufferSize:            64 << 10,
+	// Each worker has a client, so a connection of its own: in open loop
+	// every connection then waits Conns/Rate between requests, where a
+	// shared pool would keep a few connections busy and the rest idle.
+	newClient := func() *fasthttp.HostClient {
+		return &fasthttp.HostClient{
+			Addr:                      cfg.Addr,
+			IsTLS:                     cfg.HTTPS,
+			TLSConfig:                 &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a load generator against local test certificates
+			MaxConns:                  1,
+			MaxConnWaitTimeout:        time.Minute,
+			ReadTimeout:               time.Minute,
+			WriteTimeout:              time.Minute,
+			MaxIdemponentCallAttempts: 1,
+			DisablePathNormalizing:    true,
+			ReadBufferSize:            64 << 10,
+		}
 	}
 	body := make([]byte, cfg.BodySize)
 	for i := range body {
@@ -107,6 +112,8 @@ func Run(cfg Config) (*Result, error) {
 	}
 	for w := range cfg.Conns {
 		wg.Go(func() {
+			client := newClient()
+			defer client.CloseIdleConnections()
 			h := newHistogram()
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
@@ -174,7 +181,6 @@ func Run(cfg Config) (*Result, error) {
 	if v := firstErr.Load(); v != nil {
 		r.FirstErr = v.(string)
 	}
-	client.CloseIdleConnections()
 	return r, nil
 }
 
