@@ -38,9 +38,6 @@ type Server struct {
 	waiters sync.WaitGroup // goroutines of the parking, and the connections it serves again
 }
 
-// Handler is the request handler the server calls.
-func (s *Server) Handler() fasthttp.RequestHandler { return s.fs.Handler }
-
 // Serve accepts connections on ln and serves them until ln is closed.
 // Connections of a TCP listener are counted against max_client_conns here
 // and may be parked; those of another listener (TLS) are served as they
@@ -156,13 +153,15 @@ type clientConn struct {
 }
 
 // SetReadDeadline arms the idle wait for parkAfter at most, remembering
-// fasthttp's own deadline for the parked wait. A wait without a deadline
+// fasthttp's own deadline for the parked wait. fasthttp has just read the
+// clock for t, which is that moment plus its IdleTimeout, so the wake-up
+// time follows from t without reading it again. A wait without a deadline
 // (fastlb always has client_idle_timeout) is left alone and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
 	if canPark && c.between && !t.IsZero() {
 		c.deadline = t
-		if wake := time.Now().Add(parkAfter); wake.Before(t) {
-			t = wake
+		if idle := c.srv.fs.IdleTimeout; idle > parkAfter {
+			t = t.Add(parkAfter - idle)
 		}
 	}
 	return c.Conn.SetReadDeadline(t)

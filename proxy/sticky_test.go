@@ -312,7 +312,7 @@ func TestStickyAllocations(t *testing.T) {
 	for _, mode := range []string{`"mode": "ip"`, `"mode": "header", "header": "User-Agent"`, `"mode": "cookie"`} {
 		h := startHarness(t, `"sticky": {`+mode+`, "balance_factor": 1.5}`, 1, 1)
 		r := newReqCtx()
-		handler := h.server.Handler()
+		handler := h.proxy.ServeHTTP
 		r.serve(t, handler)
 		if n := testing.AllocsPerRun(300, func() { r.serve(t, handler) }); n != 0 {
 			t.Errorf("%s: %.2f allocations per request", mode, n)
