@@ -144,6 +144,7 @@ func TestRoutes(t *testing.T) {
 		{"add default id exists", "POST", "/api/v1/backends", `{"url": "http://127.0.0.1:9001"}`, 409, `already exists`},
 		{"add not JSON", "POST", "/api/v1/backends", `url=http://x`, 400, `"error":"invalid backend: must be a JSON object`},
 		{"add bad JSON", "POST", "/api/v1/backends", `{"url": "http://x:1",}`, 400, `invalid JSON at line 1`},
+		{"add not UTF-8", "POST", "/api/v1/backends", `{"url": "http://x:1", "id": "` + strings.Repeat("\xdb", 2000) + `"}`, 400, `not UTF-8`},
 		{"add no url", "POST", "/api/v1/backends", `{"weight": 1}`, 400, `url: is required`},
 		{"add bad url", "POST", "/api/v1/backends", `{"url": "ftp://x"}`, 400, `url: scheme of \"ftp://x\" must be http or https`},
 		{"add bad weight", "POST", "/api/v1/backends", `{"url": "http://x:1", "weight": 5000}`, 400, `weight: must be 0..1000`},

@@ -140,6 +140,8 @@ func TestErrors(t *testing.T) {
 		{"empty file", ``, []string{"invalid JSON"}},
 		{"syntax with position", "{\n  \"port\": 8080,\n}", []string{"invalid JSON at line 3, column 1"}},
 		{"trailing data", `{} {}`, []string{"invalid JSON"}},
+		{"not UTF-8", "{\n  \"port\": 8080,\n  \"x\xdb\xdb\": 1}", []string{"invalid JSON at line 3, column 5: not UTF-8"}},
+		{"not UTF-8 in a long key", "{\"0" + strings.Repeat("\xdb", 2000) + "\": []}", []string{"invalid JSON at line 1, column 4: not UTF-8"}},
 		{"unknown key with suggestion", `{"prot": 1}`, []string{`prot: unknown key (did you mean "port"?)`}},
 		{"unknown key", `{"frobnicate": true}`, []string{"frobnicate: unknown key"}},
 		{"repeated key", `{"port": 1, "port": 2}`, []string{"port: key appears more than once"}},

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	json "github.com/goccy/go-json"
 )
@@ -81,6 +82,21 @@ func Parse(data []byte) (*Config, error) {
 
 // syntaxCheck reports the first JSON syntax error with its line and column.
 func syntaxCheck(data []byte) error {
+	// JSON text is UTF-8 (RFC 8259, section 8.1). Checked first because
+	// the JSON library's stream decoder panics on some invalid sequences
+	// in long strings where its Unmarshal accepts them.
+	if !utf8.Valid(data) {
+		off := 0
+		for off < len(data) {
+			r, size := utf8.DecodeRune(data[off:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			off += size
+		}
+		line, col := position(data, off)
+		return fmt.Errorf("invalid JSON at line %d, column %d: not UTF-8", line, col)
+	}
 	var v any
 	err := json.Unmarshal(data, &v)
 	if err == nil {
@@ -90,10 +106,13 @@ func syntaxCheck(data []byte) error {
 	if !errors.As(err, &se) {
 		return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	off := min(int(se.Offset), len(data))
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - bytes.LastIndexByte(data[:off], '\n')
+	line, col := position(data, min(int(se.Offset), len(data)))
 	return fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(se.Error(), "json: "))
+}
+
+// position is the line and column, both from 1, of byte offset off.
+func position(data []byte, off int) (line, col int) {
+	return 1 + bytes.Count(data[:off], []byte("\n")), off - bytes.LastIndexByte(data[:off], '\n')
 }
 
 // decoder collects problems while it walks the decoded JSON.
