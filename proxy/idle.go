@@ -138,50 +138,124 @@ func refuseConn(c net.Conn) {
 }
 
 // clientConn is a plain client connection that can be parked between
-// requests. between and deadline belong to the goroutine serving it, spot to
-// the parking (under its lock).
+// requests. between, deadline and parkAt belong to the goroutine serving it,
+// spot to the parking (under its lock).
 type clientConn struct {
 	net.Conn
 	srv *Server
 
 	between  bool      // fasthttp is waiting for the next request: the next Read may park
 	deadline time.Time // the idle deadline fasthttp set for that wait
+	parkAt   time.Time // when the wait ends in parking (deadline, or parkAfter before it)
+	full     bool      // the last read filled its buffer
 
 	parking atomic.Bool // Read gave up waiting: fasthttp's Close parks c instead
 	closed  atomic.Bool
 	spot    parkSpot // the parking's own record of c
 }
 
-// SetReadDeadline arms the idle wait for parkAfter at most, remembering
-// fasthttp's own deadline for the parked wait. fasthttp has just read the
-// clock for t, which is that moment plus its IdleTimeout, so the wake-up
-// time follows from t without reading it again. A wait without a deadline
-// (fastlb always has client_idle_timeout) is left alone and never parks.
+// SetReadDeadline keeps the deadline of the wait for the next request,
+// which Read enforces, and passes any other on. fasthttp has just read the
+// clock for t, which is that moment plus its IdleTimeout, so the time to park
+// follows from t without reading it again. A wait without a deadline (fastlb
+// always has client_idle_timeout) is left to fasthttp and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
-	if canPark && c.between && !t.IsZero() {
-		c.deadline = t
-		if idle := c.srv.fs.IdleTimeout; idle > parkAfter {
-			t = t.Add(parkAfter - idle)
-		}
+	if !canPark || !c.between {
+		return c.Conn.SetReadDeadline(t)
 	}
-	return c.Conn.SetReadDeadline(t)
+	c.deadline, c.parkAt = t, t
+	if idle := c.srv.fs.IdleTimeout; idle > parkAfter && !t.IsZero() {
+		c.parkAt = t.Add(parkAfter - idle)
+	}
+	if t.IsZero() {
+		return c.Conn.SetReadDeadline(t)
+	}
+	return nil
 }
 
-// Read ends a wait for the next request that lasts parkAfter with io.EOF,
-// after which fasthttp lets go of the connection and calls Close, which
-// parks it.
+// Read waits for the next request, between requests, in the parking's epoll
+// set: connections are then served in the order their requests arrive, and
+// no read is tried before one has. A wait that reaches parkAt ends with
+// io.EOF, after which fasthttp lets go of the connection and calls Close,
+// which parks it; one that reaches the idle deadline ends in a timeout.
+// Where the set cannot take the connection, it waits in Go's poller under a
+// read deadline of parkAt instead.
 func (c *clientConn) Read(b []byte) (int, error) {
 	if !c.between {
-		return c.Conn.Read(b)
+		n, err := c.Conn.Read(b)
+		c.full = n == len(b)
+		return n, err
+	}
+	if canPark && !c.deadline.IsZero() {
+		// The set reports what arrives after the last read: one that
+		// filled its buffer may have left more behind.
+		result := waitReady
+		if !c.full {
+			result = c.srv.wait(c)
+		}
+		for {
+			switch result {
+			case waitReady:
+				n, err := c.readNow(b)
+				if err == errNothingYet {
+					c.full = false
+					result = c.srv.wait(c)
+					continue
+				}
+				c.between, c.full = false, n == len(b)
+				return n, err
+			case waitTimeout:
+				return 0, c.idle()
+			case waitClosed:
+				return 0, net.ErrClosed
+			}
+			break // waitUnavailable
+		}
+		if err := c.Conn.SetReadDeadline(c.parkAt); err != nil {
+			return 0, err
+		}
 	}
 	n, err := c.Conn.Read(b)
-	if n == 0 && canPark && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(c.deadline) {
-		c.parking.Store(true)
-		return 0, io.EOF
+	if n == 0 && canPark && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, c.idle()
 	}
-	c.between = false
+	c.between, c.full = false, n == len(b)
 	return n, err
 }
+
+// idle ends a wait for the next request that reached parkAt: with io.EOF,
+// so that fasthttp's Close parks the connection, unless its idle deadline
+// has come too.
+func (c *clientConn) idle() error {
+	if time.Now().Before(c.deadline) {
+		c.parking.Store(true)
+		return io.EOF
+	}
+	return os.ErrDeadlineExceeded
+}
+
+// SetDeadline sets both deadlines. fasthttp calls it to clear them for a
+// hijacked connection, which then leaves the parking.
+func (c *clientConn) SetDeadline(t time.Time) error {
+	if canPark {
+		c.srv.leave(c)
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// waitResult is how a wait for the next request ended.
+type waitResult uint8
+
+const (
+	waitUnavailable waitResult = iota // no set to wait in: wait in Go's poller
+	waitReady                         // the socket is readable
+	waitTimeout                       // parkAt came
+	waitClosed                        // the connection was closed, or the server is shutting down
+)
+
+// errNothingYet is readNow finding nothing to read: the readiness it was
+// woken for had been consumed by an earlier read.
+var errNothingYet = errors.New("nothing to read yet")
 
 // Close parks a connection that Read let go of, and closes any other.
 func (c *clientConn) Close() error {
@@ -196,6 +270,7 @@ func (c *clientConn) close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	c.srv.forget(c)
 	c.srv.open.Add(-1)
 	return c.Conn.Close()
 }

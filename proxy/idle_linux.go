@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -11,94 +12,255 @@ import (
 
 const canPark = true
 
-// parking keeps the parked connections without a goroutine each: their
-// sockets wait in an epoll set of the server's own, itself watched through
-// Go's poller by one goroutine, which hands a connection whose next request
-// arrives back to fasthttp and closes those whose idle deadline passes. A
-// parked connection costs its socket and a few hundred bytes.
+// parking is an epoll set of the server's own, in which plain client
+// connections wait for their next request. A connection joins it the first
+// time it waits, edge-triggered, and stays until it closes. Its waits are of
+// two kinds:
+//   - waiting: its goroutine, still holding fasthttp's buffers, sleeps until
+//     the set reports the socket readable or parkAt comes;
+//   - parked: after parkAt, without a goroutine or buffers, until the next
+//     request (then it is served again) or the idle deadline (then closed).
+//
+// One goroutine watches the set through Go's poller and wakes connections
+// in the order their requests arrived. Go's poller, which a read would wait
+// in, wakes the goroutines of a batch in the reverse order: under load that
+// widened the spread of latencies (wrk -c64 through one core: p99 19% lower
+// with the set), and a read tried first failed with EAGAIN for most
+// requests.
 type parking struct {
-	mu       sync.Mutex
-	set      *os.File               // the epoll set; nil until the first connection parks
-	epfd     int                    // its descriptor (set.Fd would make it blocking)
-	conns    map[uint64]*clientConn // parked, by the id their epoll event carries
-	lastID   uint64
-	oldest   *clientConn // the parked ones in the order they parked, which
-	newest   *clientConn // is the order of their idle deadlines
-	stopping bool        // set by Shutdown: nothing parks or wakes any more
+	mu      sync.Mutex
+	set     *os.File               // the epoll set; nil until the first wait
+	epfd    int                    // its descriptor (set.Fd would make it blocking)
+	conns   map[uint64]*clientConn // in the set, by the id their epoll events carry
+	lastID  uint64
+	waiting connList // in the order of their parkAt
+	parked  connList // in the order of their idle deadlines
+	armed   time.Time
+	failed  bool // the set could not be made or watched: connections wait in Go's poller
+	// stopping is set by Shutdown: waits end, and nothing parks or is
+	// served again any more.
+	stopping bool
 }
 
-// parkSpot is a parked connection's place in the parking.
+// parkSpot is a connection's record in the parking, under its lock.
 type parkSpot struct {
-	id         uint64 // 0 while not parked
-	prev, next *clientConn
-	rc         syscall.RawConn // the socket, for epoll
-	registered bool            // in the epoll set (disarmed once it fired)
+	id     uint64 // 0 while not in the set
+	state  spotState
+	ready  bool // the set reported the socket readable while nothing waited
+	until  time.Time
+	wake   chan waitResult
+	rc     syscall.RawConn
+	readFn func(fd uintptr) // reads the socket once into rbuf (made once: a closure per read would allocate)
+	rbuf   []byte
+	rn     int
+	rerr   error
+
+	prev, next *clientConn // in the list of its state
 }
 
-// park hands c, which fasthttp has just let go of, to the epoll set.
-func (s *Server) park(c *clientConn) {
+type spotState uint8
+
+const (
+	serving spotState = iota
+	waiting
+	parked
+)
+
+// connList is a list of connections in the order they joined it.
+type connList struct {
+	oldest, newest *clientConn
+	n              int
+}
+
+func (l *connList) push(c *clientConn) {
+	l.n++
+	c.spot.prev, c.spot.next = l.newest, nil
+	if l.newest != nil {
+		l.newest.spot.next = c
+	} else {
+		l.oldest = c
+	}
+	l.newest = c
+}
+
+func (l *connList) remove(c *clientConn) {
+	l.n--
+	if c.spot.prev != nil {
+		c.spot.prev.spot.next = c.spot.next
+	} else {
+		l.oldest = c.spot.next
+	}
+	if c.spot.next != nil {
+		c.spot.next.spot.prev = c.spot.prev
+	} else {
+		l.newest = c.spot.prev
+	}
+	c.spot.prev, c.spot.next = nil, nil
+}
+
+// wait blocks until c's socket is readable or c.parkAt comes.
+func (s *Server) wait(c *clientConn) waitResult {
 	p := &s.parking
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stopping || p.start(s) != nil || c.arm(p.epfd, p.lastID+1) != nil {
-		c.close()
-		return
+	switch {
+	case p.stopping:
+		p.mu.Unlock()
+		return waitClosed
+	case p.failed || c.spot.id == 0 && p.join(s, c) != nil:
+		p.mu.Unlock()
+		return waitUnavailable
+	case c.spot.ready:
+		c.spot.ready = false
+		p.mu.Unlock()
+		return waitReady
 	}
-	p.lastID++
-	c.spot.id = p.lastID
-	p.conns[c.spot.id] = c
-	c.spot.prev = p.newest
-	if p.newest != nil {
-		p.newest.spot.next = c
-	} else {
-		p.oldest = c
-		p.set.SetReadDeadline(c.deadline) //nolint:errcheck // the set is pollable
-	}
-	p.newest = c
+	c.spot.state, c.spot.until = waiting, c.parkAt
+	p.waiting.push(c)
+	p.arm(c.parkAt)
+	p.mu.Unlock()
+	return <-c.spot.wake
 }
 
-// arm adds c's socket to the epoll set epfd for one readiness event, which
-// carries id.
-func (c *clientConn) arm(epfd int, id uint64) error {
+// readNow reads what c's socket holds without waiting: errNothingYet if
+// nothing (a readiness already consumed by an earlier read).
+func (c *clientConn) readNow(b []byte) (int, error) {
+	if c.spot.rc == nil {
+		return 0, errNothingYet // not in the set yet: joining it reports what is there
+	}
+	c.spot.rbuf, c.spot.rn, c.spot.rerr = b, 0, nil
+	if err := c.spot.rc.Control(c.spot.readFn); err != nil {
+		return 0, err
+	}
+	n, err := c.spot.rn, c.spot.rerr
+	c.spot.rbuf, c.spot.rerr = nil, nil
+	switch {
+	case err == syscall.EAGAIN:
+		return 0, errNothingYet
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// join adds c's socket to the set, starting the set on the first call. A
+// socket already readable is reported at once. The caller holds p.mu.
+func (p *parking) join(s *Server, c *clientConn) error {
+	if err := p.start(s); err != nil {
+		p.failed = true
+		return err
+	}
 	if c.spot.rc == nil {
 		rc, err := c.Conn.(*net.TCPConn).SyscallConn()
 		if err != nil {
 			return err
 		}
 		c.spot.rc = rc
+		c.spot.wake = make(chan waitResult, 1)
+		c.spot.readFn = func(fd uintptr) {
+			for {
+				c.spot.rn, c.spot.rerr = syscall.Read(int(fd), c.spot.rbuf)
+				if c.spot.rerr != syscall.EINTR {
+					return
+				}
+			}
+		}
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(id), Pad: int32(id >> 32)}
-	op := syscall.EPOLL_CTL_ADD
-	if c.spot.registered {
-		op = syscall.EPOLL_CTL_MOD
-	}
+	id := p.lastID + 1
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: int32(id), Pad: int32(id >> 32)}
 	var err error
-	if cerr := c.spot.rc.Control(func(fd uintptr) { err = syscall.EpollCtl(epfd, op, int(fd), &ev) }); cerr != nil {
+	if cerr := c.spot.rc.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
 		return cerr
 	}
-	c.spot.registered = err == nil
-	return err
+	if err != nil {
+		return err
+	}
+	p.lastID = id
+	c.spot.id = id
+	p.conns[id] = c
+	return nil
 }
 
-// unpark takes c out of the parking. The caller holds p.mu.
-func (p *parking) unpark(c *clientConn) {
+// epollET is EPOLLET as the event mask's type (syscall has it negative).
+const epollET = 1 << 31
+
+// arm makes the set's deadline no later than t. The caller holds p.mu.
+func (p *parking) arm(t time.Time) {
+	if p.armed.IsZero() || t.Before(p.armed) {
+		p.armed = t
+		p.set.SetReadDeadline(t) //nolint:errcheck // the set is pollable
+	}
+}
+
+// forget takes c out of the parking, ending its wait, as it closes (which
+// takes its socket out of the set).
+func (s *Server) forget(c *clientConn) {
+	p := &s.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.forget(c)
+}
+
+// leave takes c's socket out of the set for good: fasthttp hands the
+// connection over (a hijack, for a tunnel), whose reads the set need not
+// follow.
+func (s *Server) leave(c *clientConn) {
+	p := &s.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.spot.id == 0 {
+		return
+	}
+	p.forget(c)
+	if p.set != nil && !p.stopping {
+		c.spot.rc.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
+	}
+}
+
+// forget is Server.forget with p.mu held.
+func (p *parking) forget(c *clientConn) {
+	if c.spot.id == 0 {
+		return
+	}
 	delete(p.conns, c.spot.id)
 	c.spot.id = 0
-	if c.spot.prev != nil {
-		c.spot.prev.spot.next = c.spot.next
-	} else {
-		p.oldest = c.spot.next
+	switch c.spot.state {
+	case waiting:
+		p.waiting.remove(c)
+		c.spot.wake <- waitClosed
+	case parked:
+		p.parked.remove(c)
 	}
-	if c.spot.next != nil {
-		c.spot.next.spot.prev = c.spot.prev
-	} else {
-		p.newest = c.spot.prev
-	}
-	c.spot.prev, c.spot.next = nil, nil
+	c.spot.state = serving
 }
 
-// start makes the epoll set and its watcher on the first parking. The
-// caller holds p.mu.
+// park keeps c, which fasthttp has just let go of, until its next request
+// or its idle deadline.
+func (s *Server) park(c *clientConn) {
+	p := &s.parking
+	p.mu.Lock()
+	switch {
+	case p.stopping || p.failed || c.spot.id == 0:
+		p.mu.Unlock()
+		c.close()
+		return
+	case c.spot.ready:
+		// Its request arrived since the wait ended.
+		c.spot.ready = false
+		s.waiters.Add(1)
+		p.mu.Unlock()
+		go s.serveAgain(c)
+		return
+	}
+	c.spot.state = parked
+	p.parked.push(c)
+	p.arm(c.deadline)
+	p.mu.Unlock()
+}
+
+// start makes the epoll set and its watcher on the first wait. The caller
+// holds p.mu.
 func (p *parking) start(s *Server) error {
 	if p.set != nil {
 		return nil
@@ -126,88 +288,140 @@ func (p *parking) start(s *Server) error {
 	return nil
 }
 
-// watch waits for parked connections to become readable or reach their
-// idle deadline (the set's read deadline is the oldest one's), until
-// Shutdown closes the set.
+// watch waits for the set's sockets to become readable and for the
+// deadlines of its waits, until Shutdown closes the set.
 func (s *Server) watch(rc syscall.RawConn) {
 	defer s.waiters.Done()
 	p := &s.parking
-	events := make([]syscall.EpollEvent, 128)
-	var ready, expired []*clientConn
+	events := make([]syscall.EpollEvent, 256)
+	var again, expired []*clientConn
+	var n int
+	var werr error
+	poll := func(fd uintptr) bool { // made once: a closure per call would allocate
+		n, werr = syscall.EpollWait(int(fd), events, 0)
+		return n > 0 || werr != nil && werr != syscall.EINTR
+	}
 	for {
-		n := 0
-		var werr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, werr = syscall.EpollWait(int(fd), events, 0)
-			return n > 0 || werr != nil && werr != syscall.EINTR
-		})
+		n, werr = 0, nil
+		err := rc.Read(poll)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return // closed by Shutdown
 		}
 		if werr != nil && werr != syscall.EINTR {
 			// Not expected of a set only this goroutine waits on; rather
-			// than spin, give up parking: idle connections then close
-			// when they would have parked.
-			s.closeParked()
+			// than spin, stop using the set.
+			s.giveUp()
 			return
 		}
-		ready, expired = ready[:0], expired[:0]
+		again, expired = again[:0], expired[:0]
 		p.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
-			if c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
-				p.unpark(c)
-				ready = append(ready, c)
+			c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]
+			if c == nil {
+				continue
+			}
+			switch c.spot.state {
+			case waiting:
+				p.waiting.remove(c)
+				c.spot.state = serving
+				c.spot.wake <- waitReady
+			case parked:
+				p.parked.remove(c)
+				c.spot.state = serving
+				again = append(again, c)
+			default:
+				c.spot.ready = true
 			}
 		}
 		now := time.Now()
-		for c := p.oldest; c != nil && !c.deadline.After(now); c = p.oldest {
-			p.unpark(c)
+		for c := p.waiting.oldest; c != nil && !c.spot.until.After(now); c = p.waiting.oldest {
+			p.waiting.remove(c)
+			c.spot.state = serving
+			c.spot.wake <- waitTimeout
+		}
+		for c := p.parked.oldest; c != nil && !c.deadline.After(now); c = p.parked.oldest {
+			p.parked.remove(c)
+			c.spot.state = serving
 			expired = append(expired, c)
 		}
 		var next time.Time
-		if p.oldest != nil {
-			next = p.oldest.deadline
+		if c := p.waiting.oldest; c != nil {
+			next = c.spot.until
 		}
-		p.set.SetReadDeadline(next) //nolint:errcheck // the set is pollable
-		stopping := p.stopping
-		if !stopping {
-			s.waiters.Add(len(ready))
+		if c := p.parked.oldest; c != nil && (next.IsZero() || c.deadline.Before(next)) {
+			next = c.deadline
 		}
+		if !next.Equal(p.armed) {
+			p.armed = next
+			p.set.SetReadDeadline(next) //nolint:errcheck // the set is pollable
+		}
+		s.waiters.Add(len(again))
 		p.mu.Unlock()
 		for _, c := range expired {
 			c.close()
 		}
-		for _, c := range ready {
-			if stopping {
-				c.close()
-			} else {
-				go s.serveAgain(c)
-			}
+		for _, c := range again {
+			go s.serveAgain(c)
 		}
 	}
 }
 
-// closeParked closes the parked connections and stops any more from
-// parking or waking.
+// closeParked closes the parked connections, ends the waits and stops any
+// more from parking or being served again.
 func (s *Server) closeParked() {
 	p := &s.parking
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.stopping {
+		p.mu.Unlock()
 		return
 	}
 	p.stopping = true
-	for c := p.oldest; c != nil; c = p.oldest {
-		p.unpark(c)
-		c.close()
+	var parked []*clientConn
+	for c := p.parked.oldest; c != nil; c = p.parked.oldest {
+		p.parked.remove(c)
+		c.spot.state = serving
+		parked = append(parked, c)
+	}
+	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
+		p.waiting.remove(c)
+		c.spot.state = serving
+		c.spot.wake <- waitClosed
 	}
 	if p.set != nil {
 		p.set.Close() // ends the watcher
 	}
+	p.mu.Unlock()
+	for _, c := range parked {
+		c.close()
+	}
+}
+
+// giveUp stops using the set: waits end as if parkAt had come (they then
+// wait in Go's poller), and parked connections close.
+func (s *Server) giveUp() {
+	p := &s.parking
+	p.mu.Lock()
+	p.failed = true
+	var parked []*clientConn
+	for c := p.parked.oldest; c != nil; c = p.parked.oldest {
+		p.parked.remove(c)
+		c.spot.state = serving
+		parked = append(parked, c)
+	}
+	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
+		p.waiting.remove(c)
+		c.spot.state = serving
+		c.spot.wake <- waitUnavailable
+	}
+	p.mu.Unlock()
+	for _, c := range parked {
+		c.close()
+	}
 }
 
 func (s *Server) parkedCount() int {
-	s.parking.mu.Lock()
-	defer s.parking.mu.Unlock()
-	return len(s.parking.conns)
+	p := &s.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.parked.n
 }

@@ -311,3 +311,61 @@ func TestParkingUnderLoad(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPipelinedBurstOnBufferBoundaries: requests pipelined in one burst
+// larger than the read buffer, each exactly 64 bytes, so that reads fill
+// the buffer and fasthttp finishes each buffer on a request's end. The set
+// reports only what arrives after the last read; a wait after a full read
+// must not wait for a report of what is already there.
+func TestPipelinedBurstOnBufferBoundaries(t *testing.T) {
+	h := startHarness(t, "", 1)
+	k := h.dialKeepAlive()
+	const n = 700 // 44,800 bytes: the 16 KiB buffer fills twice
+	var burst strings.Builder
+	for i := range n {
+		req := fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+		req = strings.Replace(req, " HTTP", "?"+strings.Repeat("p", 64-len(req)-1)+" HTTP", 1)
+		if len(req) != 64 {
+			t.Fatalf("request of %d bytes", len(req))
+		}
+		burst.WriteString(req)
+	}
+	k.send(0, burst.String())
+	// A wait for a report that never comes would last until the idle
+	// timeout, parked after parkAfter: answer gives up after 5 s.
+	for i := range n {
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("request %d: status %d", i, status)
+		}
+	}
+}
+
+// TestShutdownEndsWaits: a connection waiting for its next request, not yet
+// parked, is closed at shutdown at once.
+func TestShutdownEndsWaits(t *testing.T) {
+	h := startHarness(t, "", 1)
+	k := h.dialKeepAlive()
+	k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if status, _ := k.answer(); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- h.server.ShutdownWithContext(ctx)
+	}()
+	if closed, took := k.closedWithin(2 * time.Second); !closed || took > time.Second {
+		t.Errorf("waiting connection at shutdown: closed %v after %v", closed, took)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("shutdown took %v", took)
+	}
+	if p := h.parkedConns(); p != 0 {
+		t.Errorf("%d connections parked after shutdown", p)
+	}
+}
