@@ -178,8 +178,8 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 // no read is tried before one has. A wait that reaches parkAt ends with
 // io.EOF, after which fasthttp lets go of the connection and calls Close,
 // which parks it; one that reaches the idle deadline ends in a timeout.
-// Where the set cannot take the connection, it waits in Go's poller under a
-// read deadline of parkAt instead.
+// Where the set cannot take the connection, it waits in Go's poller until
+// the idle deadline instead.
 func (c *clientConn) Read(b []byte) (int, error) {
 	if !c.between {
 		n, err := c.Conn.Read(b)
@@ -211,7 +211,9 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			}
 			break // waitUnavailable
 		}
-		if err := c.Conn.SetReadDeadline(c.parkAt); err != nil {
+		// Without the set there is no parking either: the wait lasts
+		// until the idle deadline.
+		if err := c.Conn.SetReadDeadline(c.deadline); err != nil {
 			return 0, err
 		}
 	}

@@ -355,13 +355,20 @@ func (s *Server) watch(rc syscall.RawConn) {
 			p.armed = next
 			p.set.SetReadDeadline(next) //nolint:errcheck // the set is pollable
 		}
-		s.waiters.Add(len(again))
+		stopping := p.stopping
+		if !stopping {
+			s.waiters.Add(len(again))
+		}
 		p.mu.Unlock()
 		for _, c := range expired {
 			c.close()
 		}
 		for _, c := range again {
-			go s.serveAgain(c)
+			if stopping {
+				c.close()
+			} else {
+				go s.serveAgain(c)
+			}
 		}
 	}
 }

@@ -369,3 +369,26 @@ func TestShutdownEndsWaits(t *testing.T) {
 		t.Errorf("%d connections parked after shutdown", p)
 	}
 }
+
+// TestWithoutTheSet: where the epoll set cannot be used, connections wait
+// for their next request in Go's poller until the idle timeout, unparked.
+func TestWithoutTheSet(t *testing.T) {
+	h := startHarness(t, `"client_idle_timeout": "1s"`, 1)
+	h.server.parking.mu.Lock()
+	h.server.parking.failed = true
+	h.server.parking.mu.Unlock()
+	k := h.dialKeepAlive()
+	for range 2 {
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+		time.Sleep(2 * parkAfter)
+		if p := h.parkedConns(); p != 0 {
+			t.Fatalf("%d connections parked", p)
+		}
+	}
+	if closed, took := k.closedWithin(2 * time.Second); !closed || took < 500*time.Millisecond {
+		t.Errorf("idle connection closed %v after %v more, want about 800ms", closed, took)
+	}
+}
