@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/upstream"
 )
 
 // parkAfter is how long a plain keep-alive client connection may wait for
@@ -32,7 +34,8 @@ const parkAfter = 100 * time.Millisecond
 type Server struct {
 	fs       *fasthttp.Server
 	maxConns int64
-	open     atomic.Int64 // plain connections accepted and not yet closed, parked ones included
+	slack    time.Duration // of plain client connections' deadlines (see upstream.LazyDeadline)
+	open     atomic.Int64  // plain connections accepted and not yet closed, parked ones included
 
 	parking                // the parked connections, kept as the platform allows
 	waiters sync.WaitGroup // goroutines of the parking, and the connections it serves again
@@ -118,7 +121,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			go refuseConn(c)
 			continue
 		}
-		return &clientConn{Conn: c, srv: l.srv}, nil
+		return &clientConn{Conn: c, srv: l.srv, slack: l.srv.slack}, nil
 	}
 }
 
@@ -149,6 +152,14 @@ type clientConn struct {
 	parkAt   time.Time // when the wait ends in parking (deadline, or parkAfter before it)
 	full     bool      // the last read filled its buffer
 
+	rd, wd upstream.LazyDeadline
+	slack  time.Duration // of the deadlines while fasthttp serves c; 0 once hijacked
+	// A read deadline set while a request is served is armed by the next
+	// Read: most requests are read whole with their first byte, and the
+	// next read is then the wait for the next request, which needs none.
+	readDeadline time.Time
+	readPending  bool
+
 	parking atomic.Bool // Read gave up waiting: fasthttp's Close parks c instead
 	closed  atomic.Bool
 	spot    parkSpot // the parking's own record of c
@@ -160,17 +171,44 @@ type clientConn struct {
 // follows from t without reading it again. A wait without a deadline (fastlb
 // always has client_idle_timeout) is left to fasthttp and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
-	if !canPark || !c.between {
-		return c.Conn.SetReadDeadline(t)
+	if !c.between {
+		c.readDeadline, c.readPending = t, true
+		return nil
+	}
+	c.readPending = false
+	if !canPark || t.IsZero() {
+		return c.armRead(t, 0)
 	}
 	c.deadline, c.parkAt = t, t
-	if idle := c.srv.fs.IdleTimeout; idle > parkAfter && !t.IsZero() {
+	if idle := c.srv.fs.IdleTimeout; idle > parkAfter {
 		c.parkAt = t.Add(parkAfter - idle)
 	}
-	if t.IsZero() {
-		return c.Conn.SetReadDeadline(t)
-	}
 	return nil
+}
+
+// armRead sets c's read deadline to t, up to slack late (see
+// upstream.LazyDeadline).
+func (c *clientConn) armRead(t time.Time, slack time.Duration) error {
+	if c.rd.Covers(t, slack) {
+		return nil
+	}
+	err := c.Conn.SetReadDeadline(c.rd.Arm(t, slack))
+	if err != nil {
+		c.rd.Forget()
+	}
+	return err
+}
+
+// SetWriteDeadline sets c's write deadline, up to c.slack late.
+func (c *clientConn) SetWriteDeadline(t time.Time) error {
+	if c.wd.Covers(t, c.slack) {
+		return nil
+	}
+	err := c.Conn.SetWriteDeadline(c.wd.Arm(t, c.slack))
+	if err != nil {
+		c.wd.Forget()
+	}
+	return err
 }
 
 // Read waits for the next request, between requests, in the parking's epoll
@@ -182,6 +220,12 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 // the idle deadline instead.
 func (c *clientConn) Read(b []byte) (int, error) {
 	if !c.between {
+		if c.readPending {
+			c.readPending = false
+			if err := c.armRead(c.readDeadline, c.slack); err != nil {
+				return 0, err
+			}
+		}
 		n, err := c.Conn.Read(b)
 		c.full = n == len(b)
 		return n, err
@@ -213,7 +257,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		}
 		// Without the set there is no parking either: the wait lasts
 		// until the idle deadline.
-		if err := c.Conn.SetReadDeadline(c.deadline); err != nil {
+		if err := c.armRead(c.deadline, 0); err != nil {
 			return 0, err
 		}
 	}
@@ -236,13 +280,23 @@ func (c *clientConn) idle() error {
 	return os.ErrDeadlineExceeded
 }
 
-// SetDeadline sets both deadlines. fasthttp calls it to clear them for a
-// hijacked connection, which then leaves the parking.
+// SetDeadline sets both deadlines, to the time. fasthttp calls it to clear
+// them for a hijacked connection, which then leaves the parking, and whose
+// tunnel sets its own deadlines.
 func (c *clientConn) SetDeadline(t time.Time) error {
 	if canPark {
 		c.srv.leave(c)
 	}
-	return c.Conn.SetDeadline(t)
+	c.slack, c.readPending = 0, false
+	err := c.Conn.SetDeadline(t)
+	if err != nil {
+		c.rd.Forget()
+		c.wd.Forget()
+		return err
+	}
+	c.rd.Arm(t, 0)
+	c.wd.Arm(t, 0)
+	return nil
 }
 
 // waitResult is how a wait for the next request ended.

@@ -500,3 +500,29 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 		t.Error("still accepting after shutdown")
 	}
 }
+
+// TestBackendTimeoutOnBusyConnection: a backend connection's deadline is
+// set again only when the one armed no longer covers the request's (see
+// upstream.LazyDeadline). Whether the last requests on the connection left
+// one armed or not, backend_timeout neither fires early nor more than its
+// slack (1/64) late.
+func TestBackendTimeoutOnBusyConnection(t *testing.T) {
+	h := startHarness(t, `"backend_timeout": "640ms", "health_check": {"fall": 100}`, 1)
+	for range 15 {
+		for range 5 { // back to back: the armed deadline covers them
+			if resp, _ := h.do("GET", "/", ""); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+		time.Sleep(15 * time.Millisecond) // past the slack: armed again
+	}
+	start := time.Now()
+	resp, _ := h.do("GET", "/delay/2s", "")
+	took := time.Since(start)
+	if resp.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", resp.StatusCode)
+	}
+	if took < 640*time.Millisecond || took > 1500*time.Millisecond {
+		t.Errorf("504 after %v, want 640-650ms (and some scheduling)", took)
+	}
+}

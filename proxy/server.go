@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastlb/config"
+	"fastlb/upstream"
 )
 
 // NewServer returns the client-facing fasthttp server for handler, with the
@@ -42,6 +43,7 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		Logger:                debugLogger{logger},
 		ConnState:             s.connState,
 	}
+	s.slack = upstream.Slack(cfg.ClientReadTimeout)
 	return s
 }
 

@@ -170,7 +170,11 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 			if timeout <= 0 {
 				timeout = fasthttp.DefaultDialTimeout
 			}
-			return dialer.DialDualStackTimeout(addr, timeout)
+			c, err := dialer.DialDualStackTimeout(addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			return &backendConn{Conn: c, opts: opts}, nil
 		},
 		MaxConns:            maxConns,
 		MaxConnWaitTimeout:  0, // a full backend is reported at once; the proxy tries another

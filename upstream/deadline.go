@@ -1,0 +1,101 @@
+package upstream
+
+import (
+	"net"
+	"time"
+)
+
+// A LazyDeadline is one deadline of a connection, its read or its write
+// deadline, armed so that it need not be armed again for every request.
+// fastlb sets a deadline before each request's reads and writes, the time
+// then plus a timeout; arming it costs the runtime two clock readings and a
+// timer update each time. Instead the deadline is armed up to a slack later
+// than asked, and a later deadline that the armed one still covers (it is
+// no earlier and at most slack later) leaves it as it is. So a timeout
+// fires up to its slack late, never early; under load a connection's timer
+// is armed about once per slack instead of several times per request.
+//
+// The zero value is a connection without a deadline. The slack is for
+// deadlines in the future: a time already past that an armed deadline
+// covers would fire late, not at once.
+type LazyDeadline struct {
+	armed time.Time
+}
+
+// Slack is the slack fastlb allows a deadline timeout long: 1/64 of it,
+// 156 ms of a 10 s timeout.
+func Slack(timeout time.Duration) time.Duration { return timeout / 64 }
+
+// Covers reports whether the armed deadline stands for t, given slack.
+func (d *LazyDeadline) Covers(t time.Time, slack time.Duration) bool {
+	if t.IsZero() || d.armed.IsZero() {
+		return t.IsZero() && d.armed.IsZero()
+	}
+	return !d.armed.Before(t) && d.armed.Sub(t) <= slack
+}
+
+// Arm records and returns the deadline to arm for t: t plus slack, or no
+// deadline for the zero t.
+func (d *LazyDeadline) Arm(t time.Time, slack time.Duration) time.Time {
+	if !t.IsZero() {
+		t = t.Add(slack)
+	}
+	d.armed = t
+	return t
+}
+
+// Forget makes the next deadline be armed whatever it is: the connection's
+// deadline is no longer known (setting it failed).
+func (d *LazyDeadline) Forget() { d.armed = time.Unix(0, 0) }
+
+// backendConn is a backend connection whose deadlines are lazy, with the
+// slack of the backend timeout in force when they are set. Its deadlines
+// are set by the one goroutine using the connection at a time.
+type backendConn struct {
+	net.Conn
+	opts   *clientSettings
+	rd, wd LazyDeadline
+}
+
+func (c *backendConn) slack() time.Duration {
+	return Slack(time.Duration(c.opts.backendTimeout.Load()))
+}
+
+func (c *backendConn) SetDeadline(t time.Time) error {
+	slack := c.slack()
+	r, w := !c.rd.Covers(t, slack), !c.wd.Covers(t, slack)
+	switch {
+	case r && w:
+		c.wd.Arm(t, slack)
+		return c.set(c.Conn.SetDeadline(c.rd.Arm(t, slack)))
+	case r:
+		return c.set(c.Conn.SetReadDeadline(c.rd.Arm(t, slack)))
+	case w:
+		return c.set(c.Conn.SetWriteDeadline(c.wd.Arm(t, slack)))
+	}
+	return nil
+}
+
+func (c *backendConn) SetReadDeadline(t time.Time) error {
+	if slack := c.slack(); !c.rd.Covers(t, slack) {
+		return c.set(c.Conn.SetReadDeadline(c.rd.Arm(t, slack)))
+	}
+	return nil
+}
+
+func (c *backendConn) SetWriteDeadline(t time.Time) error {
+	if slack := c.slack(); !c.wd.Covers(t, slack) {
+		return c.set(c.Conn.SetWriteDeadline(c.wd.Arm(t, slack)))
+	}
+	return nil
+}
+
+// set passes on the error of setting a deadline, after which neither is
+// known.
+func (c *backendConn) set(err error) error {
+	if err != nil {
+		c.rd.Forget()
+		c.wd.Forget()
+	}
+	return err
+}
