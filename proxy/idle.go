@@ -166,20 +166,21 @@ type clientConn struct {
 }
 
 // SetReadDeadline keeps the deadline of the wait for the next request,
-// which Read enforces, and passes any other on. fasthttp has just read the
-// clock for t, which is that moment plus its IdleTimeout, so the time to park
-// follows from t without reading it again. A wait without a deadline (fastlb
-// always has client_idle_timeout) is left to fasthttp and never parks.
+// which Read enforces, and leaves any other for the next Read to arm.
+// fasthttp has just read the clock for t, which is that moment plus its
+// IdleTimeout, so the time to park follows from t without reading it again.
+// A wait without a deadline (fastlb always has client_idle_timeout), or one
+// where connections are not parked, is fasthttp's and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
 	if !c.between {
 		c.readDeadline, c.readPending = t, true
 		return nil
 	}
 	c.readPending = false
+	c.deadline, c.parkAt = t, t
 	if !canPark || t.IsZero() {
 		return c.armRead(t, 0)
 	}
-	c.deadline, c.parkAt = t, t
 	if idle := c.srv.fs.IdleTimeout; idle > parkAfter {
 		c.parkAt = t.Add(parkAfter - idle)
 	}

@@ -383,17 +383,7 @@ func (s *Server) closeParked() {
 		return
 	}
 	p.stopping = true
-	var parked []*clientConn
-	for c := p.parked.oldest; c != nil; c = p.parked.oldest {
-		p.parked.remove(c)
-		c.spot.state = serving
-		parked = append(parked, c)
-	}
-	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
-		p.waiting.remove(c)
-		c.spot.state = serving
-		c.spot.wake <- waitClosed
-	}
+	parked := p.endAll(waitClosed)
 	if p.set != nil {
 		p.set.Close() // ends the watcher
 	}
@@ -403,12 +393,23 @@ func (s *Server) closeParked() {
 	}
 }
 
-// giveUp stops using the set: waits end as if parkAt had come (they then
-// wait in Go's poller), and parked connections close.
+// giveUp stops using the set: waits end, to go on in Go's poller until the
+// idle deadline, and parked connections close.
 func (s *Server) giveUp() {
 	p := &s.parking
 	p.mu.Lock()
 	p.failed = true
+	parked := p.endAll(waitUnavailable)
+	p.mu.Unlock()
+	for _, c := range parked {
+		c.close()
+	}
+}
+
+// endAll ends every wait with result and takes the parked connections out,
+// returning them for the caller to close once it has let go of p.mu, which
+// it holds.
+func (p *parking) endAll(result waitResult) []*clientConn {
 	var parked []*clientConn
 	for c := p.parked.oldest; c != nil; c = p.parked.oldest {
 		p.parked.remove(c)
@@ -418,12 +419,9 @@ func (s *Server) giveUp() {
 	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
 		p.waiting.remove(c)
 		c.spot.state = serving
-		c.spot.wake <- waitUnavailable
+		c.spot.wake <- result
 	}
-	p.mu.Unlock()
-	for _, c := range parked {
-		c.close()
-	}
+	return parked
 }
 
 func (s *Server) parkedCount() int {
