@@ -100,6 +100,18 @@ func (h *harness) waitOpen(n int64) {
 	}
 }
 
+// shutdown starts the server's shutdown, giving it 5 s, and returns where
+// its result arrives.
+func (h *harness) shutdown() <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- h.server.ShutdownWithContext(ctx)
+	}()
+	return done
+}
+
 // TestIdleConnectionParks: a keep-alive connection that waits longer than
 // parkAfter for its next request is parked, and the request that wakes it,
 // whether whole or in slow pieces, with or without a body, is served as if
@@ -240,13 +252,8 @@ func TestShutdownClosesParked(t *testing.T) {
 	h.waitParked(2)
 	busy.send(0, "GET /delay/300ms HTTP/1.1\r\nHost: h\r\n\r\n")
 	h.waitParked(1)
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		done <- h.server.ShutdownWithContext(ctx)
-	}()
+	done := h.shutdown()
 	if closed, took := idle.closedWithin(2 * time.Second); !closed || took > time.Second {
 		t.Errorf("parked connection at shutdown: closed %v after %v", closed, took)
 	}
@@ -349,13 +356,8 @@ func TestShutdownEndsWaits(t *testing.T) {
 	if status, _ := k.answer(); status != 200 {
 		t.Fatalf("status %d", status)
 	}
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		done <- h.server.ShutdownWithContext(ctx)
-	}()
+	done := h.shutdown()
 	if closed, took := k.closedWithin(2 * time.Second); !closed || took > time.Second {
 		t.Errorf("waiting connection at shutdown: closed %v after %v", closed, took)
 	}
