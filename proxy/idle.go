@@ -141,8 +141,9 @@ func refuseConn(c net.Conn) {
 }
 
 // clientConn is a plain client connection that can be parked between
-// requests. between, deadline and parkAt belong to the goroutine serving it,
-// spot to the parking (under its lock).
+// requests. between, deadline and parkAt belong to the goroutine serving it
+// (the parking reads parkAt while that goroutine waits in it, and deadline
+// once the connection is parked), spot to the parking (under its lock).
 type clientConn struct {
 	net.Conn
 	srv *Server

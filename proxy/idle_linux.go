@@ -47,7 +47,6 @@ type parkSpot struct {
 	id     uint64 // 0 while not in the set
 	state  spotState
 	ready  bool // the set reported the socket readable while nothing waited
-	until  time.Time
 	wake   chan waitResult
 	rc     syscall.RawConn
 	readFn func(fd uintptr) // reads the socket once into rbuf (made once: a closure per read would allocate)
@@ -114,7 +113,7 @@ func (s *Server) wait(c *clientConn) waitResult {
 		p.mu.Unlock()
 		return waitReady
 	}
-	c.spot.state, c.spot.until = waiting, c.parkAt
+	c.spot.state = waiting // its goroutine sleeps: the watcher may read c.parkAt
 	p.waiting.push(c)
 	p.arm(c.parkAt)
 	p.mu.Unlock()
@@ -225,14 +224,23 @@ func (p *parking) forget(c *clientConn) {
 	}
 	delete(p.conns, c.spot.id)
 	c.spot.id = 0
-	switch c.spot.state {
+	if p.takeOut(c) == waiting {
+		c.spot.wake <- waitClosed
+	}
+}
+
+// takeOut takes c out of the list of its state, waiting or parked, and
+// returns that state. The caller holds p.mu, and ends a wait.
+func (p *parking) takeOut(c *clientConn) spotState {
+	st := c.spot.state
+	switch st {
 	case waiting:
 		p.waiting.remove(c)
-		c.spot.wake <- waitClosed
 	case parked:
 		p.parked.remove(c)
 	}
 	c.spot.state = serving
+	return st
 }
 
 // park keeps c, which fasthttp has just let go of, until its next request
@@ -320,33 +328,27 @@ func (s *Server) watch(rc syscall.RawConn) {
 			if c == nil {
 				continue
 			}
-			switch c.spot.state {
+			switch p.takeOut(c) {
 			case waiting:
-				p.waiting.remove(c)
-				c.spot.state = serving
 				c.spot.wake <- waitReady
 			case parked:
-				p.parked.remove(c)
-				c.spot.state = serving
 				again = append(again, c)
 			default:
 				c.spot.ready = true
 			}
 		}
 		now := time.Now()
-		for c := p.waiting.oldest; c != nil && !c.spot.until.After(now); c = p.waiting.oldest {
-			p.waiting.remove(c)
-			c.spot.state = serving
+		for c := p.waiting.oldest; c != nil && !c.parkAt.After(now); c = p.waiting.oldest {
+			p.takeOut(c)
 			c.spot.wake <- waitTimeout
 		}
 		for c := p.parked.oldest; c != nil && !c.deadline.After(now); c = p.parked.oldest {
-			p.parked.remove(c)
-			c.spot.state = serving
+			p.takeOut(c)
 			expired = append(expired, c)
 		}
 		var next time.Time
 		if c := p.waiting.oldest; c != nil {
-			next = c.spot.until
+			next = c.parkAt
 		}
 		if c := p.parked.oldest; c != nil && (next.IsZero() || c.deadline.Before(next)) {
 			next = c.deadline
@@ -412,13 +414,11 @@ func (s *Server) giveUp() {
 func (p *parking) endAll(result waitResult) []*clientConn {
 	var parked []*clientConn
 	for c := p.parked.oldest; c != nil; c = p.parked.oldest {
-		p.parked.remove(c)
-		c.spot.state = serving
+		p.takeOut(c)
 		parked = append(parked, c)
 	}
 	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
-		p.waiting.remove(c)
-		c.spot.state = serving
+		p.takeOut(c)
 		c.spot.wake <- result
 	}
 	return parked
