@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,13 @@ func TestChurnUnderLoad(t *testing.T) {
 		t.Error("no request reached a churned backend: the test did not exercise changing sets")
 	}
 	t.Logf("%d admin changes, %d requests, %d failed", changes, sent, failed)
+	// The backends share one dialer: each one of their own would keep its
+	// DNS cache's cleaner running for a minute after its last dial.
+	var stacks strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&stacks, 2) //nolint:errcheck // a strings.Builder does not fail
+	if n := strings.Count(stacks.String(), "(*TCPDialer).tcpAddrsClean("); n > 1 {
+		t.Errorf("%d DNS cache cleaners running after churn, want at most 1", n)
+	}
 	if got := fmt.Sprint(len(pool.Snapshot().All)); got != "1" || !strings.HasPrefix(pool.Snapshot().All[0].ID, "stable") {
 		t.Errorf("backends left: %v", got)
 	}

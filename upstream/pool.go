@@ -92,10 +92,7 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	client := &clientSettings{maxHeaderBytes: opts.Client.MaxHeaderBytes, tls: opts.Client.TLS,
-		room: room{tokens: make(chan struct{}, 64)}}
-	client.connectTimeout.Store(int64(opts.Client.ConnectTimeout))
-	client.backendTimeout.Store(int64(opts.Client.BackendTimeout))
+	client := newClientSettings(opts.Client)
 	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
 	p.SetHealthRules(opts.Rise, opts.Fall)
 	all := make([]*Backend, len(backends))

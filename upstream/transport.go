@@ -100,12 +100,12 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if streamed {
 		pacer.Pace(conn, writeTimeout)
 	}
-	bw := hc.AcquireWriter(conn)
+	bw := t.opts.writer(conn)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
-	hc.ReleaseWriter(bw)
+	t.opts.putWriter(bw)
 	if err != nil {
 		hc.CloseConn(cc)
 		return false, timeoutAsErrTimeout(err)
@@ -130,10 +130,10 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if req.Header.IsHead() {
 		resp.SkipBody = true
 	}
-	br := hc.AcquireReader(conn)
+	br := t.opts.reader(conn)
 	hop, err := ReadResponseHeader(br, &resp.Header)
 	if err != nil {
-		hc.ReleaseReader(br)
+		t.opts.putReader(br)
 		hc.CloseConn(cc)
 		return false, timeoutAsErrTimeout(err)
 	}
@@ -150,13 +150,13 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		// No body, whatever the header says.
 	case cl >= 0 && cl <= StreamThreshold:
 		if err := resp.ReadBody(br, 0); err != nil {
-			hc.ReleaseReader(br)
+			t.opts.putReader(br)
 			hc.CloseConn(cc)
 			return false, timeoutAsErrTimeout(err)
 		}
 	default:
 		s := newResponseStream(t.b, br, conn, timeout, cl, func(reuse bool) {
-			hc.ReleaseReader(br)
+			t.opts.putReader(br)
 			if reuse && !closeConn {
 				hc.ReleaseConn(cc)
 			} else {
@@ -169,7 +169,7 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		resp.SetBodyStream(s, cl)
 		return true, nil
 	}
-	hc.ReleaseReader(br)
+	t.opts.putReader(br)
 	if closeConn {
 		hc.CloseConn(cc)
 	} else {
