@@ -73,9 +73,15 @@ func (r *runner) startHAProxy(sc scenario, ports []string) (*exec.Cmd, string, e
 		}
 		servers.WriteString("\n")
 	}
+	global := ""
+	if sc.churn {
+		// The churn goes through the runtime API, as fastlb's through
+		// its admin API.
+		global = "\n    stats socket " + r.haproxySocket() + " level admin"
+	}
 	cfg := fmt.Sprintf(`global
     nbthread 1
-    maxconn 8000
+    maxconn 8000%s
 defaults
     mode http
     timeout connect 2s
@@ -87,7 +93,7 @@ frontend fe
     default_backend be
 backend be
     %s
-%s`, bind, balance, servers.String())
+%s`, global, bind, balance, servers.String())
 	path := filepath.Join(r.work, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err
@@ -95,6 +101,8 @@ backend be
 	cmd, err := r.start(r.proxyCPU, nil, "haproxy", "-f", path, "-db", "-q")
 	return cmd, fmt.Sprintf("127.0.0.1:%d", haproxyPort), err
 }
+
+func (r *runner) haproxySocket() string { return filepath.Join(r.work, "haproxy.sock") }
 
 func (r *runner) startNginx(sc scenario, ports []string) (*exec.Cmd, string, error) {
 	listen := fmt.Sprintf("127.0.0.1:%d", nginxPort)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -50,7 +51,7 @@ type scenario struct {
 	haproxy  string // HAProxy backend lines ("balance roundrobin" when empty)
 	nginx    string // nginx upstream lines ("" for round-robin); "-" when nginx has no equivalent
 	https    bool
-	churn    bool // admin API changes during fastlb's run
+	churn    bool // backends added and removed during the run: fastlb's admin API, HAProxy's runtime API
 	idle     int  // idle keep-alive connections to hold instead of load
 }
 
@@ -72,7 +73,7 @@ func scenarios() []scenario {
 		{name: "sticky-cookie", load: loadgen.Config{Conns: 64, KeepAlive: true, CookieJar: true}, fastlb: `"sticky": {"mode": "cookie"}`,
 			haproxy: "balance roundrobin\n    cookie fastlb insert indirect nocache", nginx: "-"},
 		{name: "https", quick: true, https: true, load: small},
-		{name: "admin-churn", load: small, churn: true},
+		{name: "admin-churn", load: small, churn: true, nginx: "-"},
 		{name: "idle-10k-conns", idle: 10000},
 	}
 }
@@ -392,9 +393,12 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 	}
 	stopChurn := make(chan struct{})
 	churned := make(chan int)
-	if sc.churn && t.name == "fastlb" {
+	switch {
+	case sc.churn && t.name == "fastlb":
 		go func() { churned <- churn(ports, stopChurn) }()
-	} else {
+	case sc.churn && t.name == "haproxy":
+		go func() { churned <- churnHAProxy(r.haproxySocket(), ports, stopChurn) }()
+	default:
 		close(churned)
 	}
 	res, err := loadgen.Run(cfg)
@@ -476,6 +480,56 @@ func churn(ports []string, stop <-chan struct{}) int {
 		do("PATCH", admin+"/churn", `{"weight": 3}`)
 		do("PATCH", admin+"/churn", `{"state": "drain"}`)
 		do("DELETE", admin+"/churn", "")
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// churnHAProxy makes the same changes as churn through HAProxy's runtime
+// API until stop is closed, and returns how many commands it sent: six a
+// turn to fastlb's four calls, since HAProxy creates a server in
+// maintenance and deletes one only in maintenance and once its idle
+// connections have closed. Each server purges them after 10 ms; a deletion
+// refused is tried again on the next turn.
+func churnHAProxy(socket string, ports []string, stop <-chan struct{}) int {
+	n := 0
+	do := func(cmd string) string {
+		c, err := net.Dial("unix", socket)
+		if err != nil {
+			return ""
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+			return ""
+		}
+		out, err := io.ReadAll(c)
+		if err != nil {
+			return ""
+		}
+		n++
+		return string(out)
+	}
+	var removing []string
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return n
+		default:
+		}
+		srv := fmt.Sprintf("be/churn%d", i)
+		do(fmt.Sprintf("add server %s 127.0.0.1:%s pool-purge-delay 10ms", srv, ports[i%len(ports)]))
+		do("enable server " + srv)
+		do("set server " + srv + " weight 3")
+		do("set server " + srv + " state drain")
+		do("set server " + srv + " state maint")
+		removing = append(removing, srv)
+		left := removing[:0]
+		for _, s := range removing {
+			if !strings.Contains(do("del server "+s), "deleted") {
+				left = append(left, s)
+			}
+		}
+		removing = left
 		time.Sleep(10 * time.Millisecond)
 	}
 }
