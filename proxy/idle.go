@@ -28,6 +28,15 @@ import (
 // more memory in connections not yet parked.
 const parkAfter = 100 * time.Millisecond
 
+// parkSlack is how much later than parkAfter a wait may end: the waits
+// ending within it end together. One deadline per wait would be a timer
+// set and fired per pause: with every request waking a parked connection,
+// the set's deadline was moved several thousand times a second to a
+// moment already due, and each time the runtime scanned its whole heap of
+// timers (runtime.(*timers).adjust, 7% of fastlb's CPU in make bench's
+// 2000-paused-conns).
+const parkSlack = parkAfter / 8
+
 // Server is the client-facing server of one listener: fasthttp's server, the
 // max_client_conns limit, and the parking of idle plain connections (see
 // parkAfter). Its methods are safe for concurrent use.

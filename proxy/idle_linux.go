@@ -115,7 +115,7 @@ func (s *Server) wait(c *clientConn) waitResult {
 	}
 	c.spot.state = waiting // its goroutine sleeps: the watcher may read c.parkAt
 	p.waiting.push(c)
-	p.arm(c.parkAt)
+	p.arm(c.parkAt.Add(parkSlack))
 	p.mu.Unlock()
 	return <-c.spot.wake
 }
@@ -189,6 +189,26 @@ func (p *parking) arm(t time.Time) {
 	if p.armed.IsZero() || t.Before(p.armed) {
 		p.armed = t
 		p.set.SetReadDeadline(t) //nolint:errcheck // the set is pollable
+	}
+}
+
+// rearm sets the set's deadline to next, the first wait's end (zero for
+// none), after the watcher has ended those due at now. A deadline still to
+// come is moved only earlier (when it comes with nothing due, the watcher
+// wakes once for nothing): moving a timer in the runtime's heap makes the
+// runtime scan the whole heap once the timer's new time comes, and a
+// deadline moved later each time the first waiting connection is woken
+// before its parkAt would be moved for most requests. The caller holds
+// p.mu.
+func (p *parking) rearm(next, now time.Time) {
+	switch {
+	case next.IsZero():
+		if !p.armed.After(now) {
+			p.armed = time.Time{} // it has come: nothing is armed
+		}
+	case p.armed.IsZero() || next.Before(p.armed) || !p.armed.After(now):
+		p.armed = next
+		p.set.SetReadDeadline(next) //nolint:errcheck // the set is pollable
 	}
 }
 
@@ -348,15 +368,12 @@ func (s *Server) watch(rc syscall.RawConn) {
 		}
 		var next time.Time
 		if c := p.waiting.oldest; c != nil {
-			next = c.parkAt
+			next = c.parkAt.Add(parkSlack)
 		}
 		if c := p.parked.oldest; c != nil && (next.IsZero() || c.deadline.Before(next)) {
 			next = c.deadline
 		}
-		if !next.Equal(p.armed) {
-			p.armed = next
-			p.set.SetReadDeadline(next) //nolint:errcheck // the set is pollable
-		}
+		p.rearm(next, now)
 		stopping := p.stopping
 		if !stopping {
 			s.waiters.Add(len(again))
