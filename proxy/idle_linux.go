@@ -203,8 +203,11 @@ func (p *parking) arm(t time.Time) {
 func (p *parking) rearm(next, now time.Time) {
 	switch {
 	case next.IsZero():
-		if !p.armed.After(now) {
-			p.armed = time.Time{} // it has come: nothing is armed
+		if !p.armed.IsZero() && !p.armed.After(now) {
+			// It has come. Cleared, not left expired: an expired
+			// deadline ends every wait for the set at once.
+			p.armed = time.Time{}
+			p.set.SetReadDeadline(time.Time{}) //nolint:errcheck // the set is pollable
 		}
 	case p.armed.IsZero() || next.Before(p.armed) || !p.armed.After(now):
 		p.armed = next

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -393,4 +394,36 @@ func TestWithoutTheSet(t *testing.T) {
 	if closed, took := k.closedWithin(2 * time.Second); !closed || took < 500*time.Millisecond {
 		t.Errorf("idle connection closed %v after %v more, want about 800ms", closed, took)
 	}
+}
+
+// TestWatcherSleepsWhenNothingWaits: once the last wait has ended and the
+// set's deadline has come, the watcher sleeps until something happens. (A
+// deadline left expired made every wait for the set's events return at
+// once: the watcher spun on its core.)
+func TestWatcherSleepsWhenNothingWaits(t *testing.T) {
+	h := startHarness(t, "", 1)
+	k := h.dialKeepAlive()
+	for range 2 { // the second request arrives before the first wait's end
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+	}
+	k.c.Close()
+	h.waitOpen(0)
+	time.Sleep(parkAfter + parkSlack + 50*time.Millisecond) // the set's deadline comes
+	before := cpuTime(t)
+	time.Sleep(300 * time.Millisecond)
+	if used := cpuTime(t) - before; used > 100*time.Millisecond {
+		t.Errorf("an idle server used %v of CPU in 300ms", used)
+	}
+}
+
+// cpuTime is the CPU time the test process has used.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
