@@ -194,12 +194,11 @@ func (p *parking) arm(t time.Time) {
 
 // rearm sets the set's deadline to next, the first wait's end (zero for
 // none), after the watcher has ended those due at now. A deadline still to
-// come is moved only earlier (when it comes with nothing due, the watcher
-// wakes once for nothing): moving a timer in the runtime's heap makes the
-// runtime scan the whole heap once the timer's new time comes, and a
-// deadline moved later each time the first waiting connection is woken
-// before its parkAt would be moved for most requests. The caller holds
-// p.mu.
+// come is only ever moved earlier; when it comes with nothing due, the
+// watcher wakes once for nothing. Moving it later each time the first
+// waiting connection is woken would move it for most requests, and each
+// move of a timer in the runtime's heap makes the runtime scan the whole
+// heap once the timer's new time comes. The caller holds p.mu.
 func (p *parking) rearm(next, now time.Time) {
 	switch {
 	case next.IsZero():
