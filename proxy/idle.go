@@ -29,12 +29,9 @@ import (
 const parkAfter = 100 * time.Millisecond
 
 // parkSlack is how much later than parkAfter a wait may end: the waits
-// ending within it end together. One deadline per wait would be a timer
-// set and fired per pause: with every request waking a parked connection,
-// the set's deadline was moved several thousand times a second to a
-// moment already due, and each time the runtime scanned its whole heap of
-// timers (runtime.(*timers).adjust, 7% of fastlb's CPU in make bench's
-// 2000-paused-conns).
+// ending within it end together, on one firing of the set's deadline
+// rather than one each (see parking.rearm for what moving that deadline
+// per wait cost).
 const parkSlack = parkAfter / 8
 
 // Server is the client-facing server of one listener: fasthttp's server, the
