@@ -6,6 +6,8 @@
 # pinned to CPU 0, while wrk and the backends share the other CPUs. Each
 # target is measured ROUNDS times in turn with `wrk -t1 -cCONNS -dDURATION`;
 # the table gives the median requests/s and p99 latency of the rounds.
+# HAProxy and nginx add the headers fastlb adds to every request
+# (X-Forwarded-For, -Proto, -Host, and X-Request-Id when there is none).
 #
 #   bench/wrk-compare.sh                 # 3 rounds of 10s, 64 connections
 #   ROUNDS=5 DURATION=20s bench/wrk-compare.sh
@@ -79,7 +81,13 @@ defaults
     timeout server 10s
 frontend fe
     bind 127.0.0.1:$HAPROXY $( [ "$scheme" = https ] && echo "ssl crt $work/combined.pem alpn http/1.1" )
+    # the headers fastlb adds to every request
     option forwardfor
+    unique-id-format %{+X}o%pid-%rt
+    http-request set-header X-Forwarded-Proto $scheme
+    http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+    http-request del-header X-Forwarded-Host unless { req.hdr(host) -m found }
+    http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
     default_backend be
 backend be
     balance roundrobin
@@ -98,6 +106,7 @@ error_log $work/nginx-error.log;
 events { worker_connections 8000; }
 http {
     access_log off;
+    map \$http_x_request_id \$fastlb_request_id { "" \$request_id; default \$http_x_request_id; }
     client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
     upstream be { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 128; }
     server {
@@ -108,6 +117,9 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$fastlb_request_id;
         }
     }
 }
