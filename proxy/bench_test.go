@@ -168,15 +168,14 @@ func BenchmarkProxyRewrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		h := &r.ctx.Request.Header
-		hop, err := upstream.CheckFields(h.RawHeaders())
+		seen, err := upstream.CheckFields(h.RawHeaders())
 		if err != nil {
 			b.Fatal(err)
 		}
-		upstream.RemoveHopByHop(h, hop)
+		upstream.RemoveHopByHop(h, seen)
 		h.ResetConnectionClose()
-		setForwarded(&r.ctx)
-		var buf [40]byte
-		h.SetCanonical(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
+		setForwarded(&r.ctx, seen)
+		p.setRequestID(h, seen)
 	}
 }
 

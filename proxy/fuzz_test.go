@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +22,8 @@ func FuzzRewrite(f *testing.F) {
 	f.Add("X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nTE: trailers")
 	f.Add("connection: Upgrade\r\nupgrade: websocket\r\nproxy-authorization: x")
 	f.Add("Transfer-Encoding: chunked\r\nContent-Length: 3")
+	f.Add("x-request-id: a\r\nX-FORWARDED-HOST: b\r\nx-forwarded-proto: ftp")
+	f.Add("Connection: X-Request-Id\r\nX-Request-Id: gone")
 	f.Fuzz(func(t *testing.T, lines string) {
 		raw := "GET /p HTTP/1.1\r\nHost: h\r\n" + lines + "\r\n\r\n"
 		var ctx fasthttp.RequestCtx
@@ -29,9 +32,16 @@ func FuzzRewrite(f *testing.F) {
 			return
 		}
 		h := &ctx.Request.Header
-		hop, err := upstream.CheckFields(h.RawHeaders())
+		seen, err := upstream.CheckFields(h.RawHeaders())
 		if err != nil {
 			return
+		}
+		// setForwarded and setRequestID look only for the fields
+		// CheckFields noted.
+		for i, name := range upstream.ForwardFields {
+			if bit := upstream.FieldXForwardedFor << i; seen&bit == 0 && len(h.PeekAll(name)) > 0 {
+				t.Fatalf("%s in %q not noted by CheckFields", name, raw)
+			}
 		}
 		var named [][]byte
 		for _, v := range h.PeekAll("Connection") {
@@ -41,8 +51,10 @@ func FuzzRewrite(f *testing.F) {
 				}
 			}
 		}
-		upstream.RemoveHopByHop(h, hop)
-		setForwarded(&ctx)
+		upstream.RemoveHopByHop(h, seen)
+		setForwarded(&ctx, seen)
+		var p Proxy
+		p.setRequestID(h, seen)
 		for k := range h.All() {
 			for _, hop := range upstream.HopFields {
 				if strings.EqualFold(string(k), hop) && !strings.EqualFold(hop, "Transfer-Encoding") {
@@ -50,8 +62,8 @@ func FuzzRewrite(f *testing.F) {
 				}
 			}
 			for _, n := range named {
-				if bytes.EqualFold(k, n) && !bytes.EqualFold(n, []byte("Host")) && !bytes.EqualFold(n, []byte("X-Forwarded-For")) &&
-					!bytes.EqualFold(n, []byte("X-Forwarded-Proto")) && !bytes.EqualFold(n, []byte("X-Forwarded-Host")) {
+				// The proxy sets Host's value and ForwardFields anew.
+				if bytes.EqualFold(k, n) && !bytes.EqualFold(n, []byte("Host")) && !slices.ContainsFunc(upstream.ForwardFields[:], func(f string) bool { return bytes.EqualFold(n, []byte(f)) }) {
 					t.Fatalf("%s named in Connection left in %q", k, raw)
 				}
 			}
@@ -61,6 +73,9 @@ func FuzzRewrite(f *testing.F) {
 		}
 		if xff := string(h.Peek("X-Forwarded-For")); !strings.HasSuffix(xff, "192.0.2.7") {
 			t.Fatalf("X-Forwarded-For %q does not end with the client", xff)
+		}
+		if ids := h.PeekAll("X-Request-Id"); len(ids) == 0 || len(ids[0]) == 0 {
+			t.Fatalf("no X-Request-Id in the request from %q", raw)
 		}
 	})
 }

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"crypto/rand"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/upstream"
 )
 
 var (
@@ -19,12 +22,17 @@ var (
 
 // setForwarded adds the client's address to X-Forwarded-For and sets
 // X-Forwarded-Proto and X-Forwarded-Host. Several X-Forwarded-For lines are
-// joined into one list, as RFC 9110 section 5.3 allows.
-func setForwarded(ctx *fasthttp.RequestCtx) {
+// joined into one list, as RFC 9110 section 5.3 allows. seen is what
+// upstream.CheckFields noted of the request's fields: one it did not note
+// is not there, and is not looked for.
+func setForwarded(ctx *fasthttp.RequestCtx, seen upstream.Fields) {
 	h := &ctx.Request.Header
 	var buf [256]byte
 	b := buf[:0]
-	lines := h.PeekAll("X-Forwarded-For")
+	var lines [][]byte
+	if seen&upstream.FieldXForwardedFor != 0 {
+		lines = h.PeekAll("X-Forwarded-For")
+	}
 	for _, v := range lines {
 		if len(v) == 0 {
 			continue
@@ -47,20 +55,38 @@ func setForwarded(ctx *fasthttp.RequestCtx) {
 	}
 	if host := h.Host(); len(host) > 0 {
 		h.SetCanonical(headerXFH, host)
-	} else {
+	} else if seen&upstream.FieldXForwardedHost != 0 {
 		h.DelBytes(headerXFH)
 	}
 }
 
-// appendRequestID appends a request id: the process's random prefix, a dash,
-// and a sequence number, all in hex.
-func appendRequestID(dst []byte, prefix *[8]byte, seq uint64) []byte {
-	for _, c := range prefix {
-		dst = append(dst, hexDigits[c>>4], hexDigits[c&15])
+// idPrefix is the start of the request ids of one process: 8 random bytes
+// in hex and a dash.
+type idPrefix [17]byte
+
+func newIDPrefix() (p idPrefix) {
+	var r [8]byte
+	rand.Read(r[:])
+	for i, c := range r {
+		p[2*i], p[2*i+1] = hexDigits[c>>4], hexDigits[c&15]
 	}
-	dst = append(dst, '-')
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, hexDigits[(seq>>uint(shift))&15])
+	p[16] = '-'
+	return p
+}
+
+// setRequestID adds an X-Request-Id, the process's prefix and then the
+// next sequence number in 16 hex digits, unless the request has one (seen
+// as in setForwarded).
+func (p *Proxy) setRequestID(h *fasthttp.RequestHeader, seen upstream.Fields) {
+	if seen&upstream.FieldXRequestID != 0 && len(h.PeekBytes(headerRequestID)) > 0 {
+		return
 	}
-	return dst
+	var id [len(idPrefix{}) + 16]byte
+	copy(id[:], p.idPrefix[:])
+	n := p.idSeq.Add(1)
+	for i := len(id) - 1; i >= len(p.idPrefix); i-- {
+		id[i] = hexDigits[n&15]
+		n >>= 4
+	}
+	h.SetCanonical(headerRequestID, id[:])
 }

@@ -4,7 +4,6 @@
 package proxy
 
 import (
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
@@ -72,7 +71,7 @@ type Proxy struct {
 	maxBody           int
 	clientReadTimeout time.Duration
 
-	idPrefix [8]byte // random per process, so request ids differ across restarts
+	idPrefix idPrefix // random per process, so request ids differ across restarts
 	idSeq    atomic.Uint64
 
 	// retryBudget holds retries in tenths: every request adds budgetEarn,
@@ -142,7 +141,7 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 	p.retryBudget.Store(budgetCap)
 	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
-	rand.Read(p.idPrefix[:])
+	p.idPrefix = newIDPrefix()
 	return p
 }
 
@@ -180,7 +179,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
 		return nil
 	}
-	hop, err := upstream.CheckFields(req.Header.RawHeaders())
+	seen, err := upstream.CheckFields(req.Header.RawHeaders())
 	if err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
@@ -202,18 +201,15 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		key = st.sticky.key(ctx) // before X-Forwarded-For changes
 	}
 	upgrade := upgradeOf(&req.Header)
-	upstream.RemoveHopByHop(&req.Header, hop)
+	upstream.RemoveHopByHop(&req.Header, seen)
 	// HTTP/1.0 without keep-alive: fastlb still keeps its backend
 	// connection open.
 	req.Header.ResetConnectionClose()
 	// The server has already answered the expectation (the client is
 	// sending); the backend must not wait to invite the body.
 	req.Header.Del("Expect")
-	setForwarded(ctx)
-	if len(req.Header.PeekBytes(headerRequestID)) == 0 {
-		var buf [40]byte
-		req.Header.SetCanonical(headerRequestID, appendRequestID(buf[:0], &p.idPrefix, p.idSeq.Add(1)))
-	}
+	setForwarded(ctx, seen)
+	p.setRequestID(&req.Header, seen)
 
 	p.earnRetry()
 	resp := &ctx.Response

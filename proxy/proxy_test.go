@@ -298,6 +298,13 @@ func TestForwardedHeaders(t *testing.T) {
 	if strings.Count(out, "X-Forwarded-For") != 1 || strings.Contains(out, "evil") {
 		t.Errorf("forwarded headers not replaced:\n%s", out)
 	}
+
+	// Without Host (HTTP/1.0) a client's X-Forwarded-Host is dropped; an
+	// X-Request-Id that Connection names is replaced by a generated one.
+	out = h.raw("GET /echo HTTP/1.0\r\nx-forwarded-host: evil\r\nConnection: X-Request-Id\r\nX-Request-Id: hop\r\n\r\n")
+	if strings.Contains(strings.ToLower(out), "x-forwarded-host") || strings.Contains(out, `"hop"`) || !strings.Contains(out, `["X-Request-Id","`) {
+		t.Errorf("want no X-Forwarded-Host and a generated X-Request-Id in:\n%s", out)
+	}
 }
 
 func TestHopByHopRequestHeaders(t *testing.T) {

@@ -22,10 +22,39 @@ var HopFields = [...]string{
 	"Upgrade",
 }
 
-// Hop is a set of HopFields: bit i stands for HopFields[i].
-type Hop uint16
+// ForwardFields are the fields the proxy sets on every request. CheckFields
+// notes them too, so that the proxy looks one up only when the client sent
+// it.
+var ForwardFields = [...]string{
+	"X-Forwarded-For",
+	"X-Forwarded-Proto",
+	"X-Forwarded-Host",
+	"X-Request-Id",
+}
 
-const hopConnection Hop = 1 // HopFields[0]
+// Fields is a set of the fields CheckFields notes: bit i stands for
+// HopFields[i], and the bits after those for ForwardFields.
+type Fields uint16
+
+const (
+	hopConnection Fields = 1                     // HopFields[0]
+	hopMask       Fields = 1<<len(HopFields) - 1 // all of HopFields
+)
+
+// The bits of ForwardFields.
+const (
+	FieldXForwardedFor Fields = 1 << (len(HopFields) + iota)
+	FieldXForwardedProto
+	FieldXForwardedHost
+	FieldXRequestID
+)
+
+// noted is HopFields then ForwardFields, in the order of their bits.
+var noted = func() (n [len(HopFields) + len(ForwardFields)]string) {
+	copy(n[:], HopFields[:])
+	copy(n[len(HopFields):], ForwardFields[:])
+	return n
+}()
 
 // Header is what RemoveHopByHop needs of fasthttp's request and response
 // headers.
@@ -50,7 +79,7 @@ var (
 // is safe: DelBytes copies the name before it looks, and deleting moves
 // header entries without touching the bytes of any value; nothing is added
 // to the header until the loop ends.
-func RemoveHopByHop(h Header, present Hop) {
+func RemoveHopByHop(h Header, present Fields) {
 	if present&hopConnection != 0 {
 		for _, v := range h.PeekAll("Connection") {
 			for len(v) > 0 {
@@ -63,6 +92,9 @@ func RemoveHopByHop(h Header, present Hop) {
 				}
 			}
 		}
+	}
+	if present&hopMask == 0 {
+		return
 	}
 	for i, k := range HopFields {
 		if present&(1<<i) != 0 {
@@ -82,7 +114,8 @@ var (
 	errObsFold    = errors.New("obsolete line folding in a header")
 )
 
-// CheckFields reports which of HopFields a header block holds, and refuses
+// CheckFields reports which of HopFields and ForwardFields a header block
+// holds, and refuses
 // one whose framing or syntax the next hop
 // might read differently from fastlb (request smuggling, response
 // splitting): both Content-Length and Transfer-Encoding, obsolete line
@@ -92,7 +125,7 @@ var (
 // with both Content-Length and Transfer-Encoding by dropping Content-Length,
 // and names holding separators. raw is the block as received, without the
 // start line.
-func CheckFields(raw []byte) (hop Hop, err error) {
+func CheckFields(raw []byte) (seen Fields, err error) {
 	var sawLength, sawCoding bool
 	for len(raw) > 0 {
 		line := raw
@@ -118,7 +151,7 @@ func CheckFields(raw []byte) (hop Hop, err error) {
 				return 0, errHeaderName
 			}
 		}
-		hop |= hopField(name)
+		seen |= fieldBit(name)
 		switch len(name) {
 		case len(nameContentLength):
 			sawLength = sawLength || bytes.EqualFold(name, nameContentLength)
@@ -129,21 +162,31 @@ func CheckFields(raw []byte) (hop Hop, err error) {
 			return 0, errFraming
 		}
 	}
-	return hop, nil
+	return seen, nil
 }
 
-// hopField returns the bit of name if it is one of HopFields, in any case.
-func hopField(name []byte) Hop {
-	if len(name) < len("TE") || len(name) > len("Proxy-Authorization") {
+// fieldBit returns the bit of name if it is one of HopFields or
+// ForwardFields, in any case.
+func fieldBit(name []byte) Fields {
+	if len(name) >= len(notedByLength) {
 		return 0
 	}
-	for i, f := range HopFields {
-		if len(f) == len(name) && equalFold(name, f) {
+	for _, i := range notedByLength[len(name)] {
+		if equalFold(name, noted[i]) {
 			return 1 << i
 		}
 	}
 	return 0
 }
+
+// notedByLength holds, for each length, the indexes in noted of the names
+// of that length: at most two.
+var notedByLength = func() (t [len("Proxy-Authorization") + 1][]uint8) {
+	for i, f := range noted {
+		t[len(f)] = append(t[len(f)], uint8(i))
+	}
+	return t
+}()
 
 // equalFold reports whether b and s, of the same length, are equal under
 // ASCII case folding.

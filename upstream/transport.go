@@ -186,7 +186,7 @@ const maxInterim = 16
 // hop-by-hop fields it holds. It refuses a header that CheckFields refuses
 // (ErrMalformedResponse), checking it before fasthttp parses it: the parser
 // rewrites folded lines in place.
-func ReadResponseHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Hop, err error) {
+func ReadResponseHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Fields, err error) {
 	for range maxInterim {
 		if hop, err = CheckFields(peekHeader(br)); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrMalformedResponse, err)
