@@ -22,9 +22,9 @@ var HopFields = [...]string{
 	"Upgrade",
 }
 
-// ForwardFields are the fields the proxy sets on every request. CheckFields
-// notes them too, so that the proxy looks one up only when the client sent
-// it.
+// ForwardFields are the fields the proxy sets on every request (X-Request-Id
+// only when the client sent none). CheckFields notes them too, so that the
+// proxy looks one up only when the client sent it.
 var ForwardFields = [...]string{
 	"X-Forwarded-For",
 	"X-Forwarded-Proto",
@@ -115,9 +115,8 @@ var (
 )
 
 // CheckFields reports which of HopFields and ForwardFields a header block
-// holds, and refuses
-// one whose framing or syntax the next hop
-// might read differently from fastlb (request smuggling, response
+// holds, and refuses one whose framing or syntax the next hop might read
+// differently from fastlb (request smuggling, response
 // splitting): both Content-Length and Transfer-Encoding, obsolete line
 // folding, and field names that are empty or hold separators. fasthttp's
 // parser already refuses duplicate or malformed Content-Length, unknown
