@@ -22,12 +22,14 @@ var HopFields = [...]string{
 	"Upgrade",
 }
 
-// ForwardFields are the fields the proxy sets on every request (X-Request-Id
-// only when the client sent none). CheckFields notes them too, so that the
-// proxy looks one up only when the client sent it.
+// ForwardFields are the fields the proxy sets on every request that it
+// must look up when the client sent them: X-Forwarded-For to append to,
+// X-Forwarded-Host to drop when the request has no Host, X-Request-Id to
+// keep. CheckFields notes them too, so that the proxy looks one up only
+// when the client sent it. (X-Forwarded-Proto is set whatever the client
+// sent.)
 var ForwardFields = [...]string{
 	"X-Forwarded-For",
-	"X-Forwarded-Proto",
 	"X-Forwarded-Host",
 	"X-Request-Id",
 }
@@ -44,7 +46,6 @@ const (
 // The bits of ForwardFields.
 const (
 	FieldXForwardedFor Fields = 1 << (len(HopFields) + iota)
-	FieldXForwardedProto
 	FieldXForwardedHost
 	FieldXRequestID
 )
