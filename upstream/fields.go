@@ -39,8 +39,9 @@ var ForwardFields = [...]string{
 type Fields uint16
 
 const (
-	hopConnection Fields = 1                     // HopFields[0]
-	hopMask       Fields = 1<<len(HopFields) - 1 // all of HopFields
+	hopConnection       Fields = 1                     // HopFields[0]
+	hopTransferEncoding Fields = 1 << 7                // HopFields[7]
+	hopMask             Fields = 1<<len(HopFields) - 1 // all of HopFields
 )
 
 // The bits of ForwardFields.
@@ -105,10 +106,9 @@ func RemoveHopByHop(h Header, present Fields) {
 }
 
 var (
-	nameContentLength    = []byte("Content-Length")
-	nameTransferEncoding = []byte("Transfer-Encoding")
-	nameHost             = []byte("Host")
-	comma                = []byte(",")
+	nameContentLength = []byte("Content-Length")
+	nameHost          = []byte("Host")
+	comma             = []byte(",")
 
 	errFraming    = errors.New("both Content-Length and Transfer-Encoding")
 	errHeaderName = errors.New("invalid character in a header name")
@@ -126,7 +126,7 @@ var (
 // and names holding separators. raw is the block as received, without the
 // start line.
 func CheckFields(raw []byte) (seen Fields, err error) {
-	var sawLength, sawCoding bool
+	var sawLength bool
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -152,13 +152,10 @@ func CheckFields(raw []byte) (seen Fields, err error) {
 			}
 		}
 		seen |= fieldBit(name)
-		switch len(name) {
-		case len(nameContentLength):
+		if len(name) == len(nameContentLength) {
 			sawLength = sawLength || bytes.EqualFold(name, nameContentLength)
-		case len(nameTransferEncoding):
-			sawCoding = sawCoding || bytes.EqualFold(name, nameTransferEncoding)
 		}
-		if sawLength && sawCoding {
+		if sawLength && seen&hopTransferEncoding != 0 {
 			return 0, errFraming
 		}
 	}

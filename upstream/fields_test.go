@@ -120,3 +120,11 @@ func FuzzResponseHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestHopBitsName(t *testing.T) {
+	for bit, name := range map[Fields]string{hopConnection: "Connection", hopTransferEncoding: "Transfer-Encoding"} {
+		if got := fieldBit([]byte(name)); got != bit {
+			t.Errorf("bit of %s = %b, want %b", name, got, bit)
+		}
+	}
+}
