@@ -152,7 +152,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			go refuseConn(c)
 			continue
 		}
-		return &clientConn{Conn: c, srv: l.srv, slack: l.srv.slack}, nil
+		cc := &clientConn{srv: l.srv, slack: l.srv.slack}
+		cc.Init(c)
+		return cc, nil
 	}
 }
 
@@ -174,9 +176,10 @@ func refuseConn(c net.Conn) {
 // clientConn is a plain client connection that can be parked between
 // requests. between, deadline and parkAt belong to the goroutine serving it
 // (the parking reads parkAt while that goroutine waits in it, and deadline
-// once the connection is parked), spot to the parking (under its lock).
+// once the connection is parked), spot to the parking (under its lock). It
+// is read and written as an upstream.Socket.
 type clientConn struct {
-	net.Conn
+	upstream.Socket
 	srv *Server
 
 	between  bool      // fasthttp is waiting for the next request: the next Read may park
@@ -259,7 +262,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 				return 0, err
 			}
 		}
-		n, err := c.Conn.Read(b)
+		n, err := c.Socket.Read(b)
 		c.full = n == len(b)
 		return n, err
 	}
@@ -294,7 +297,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n, err := c.Conn.Read(b)
+	n, err := c.Socket.Read(b)
 	if n == 0 && canPark && errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, c.idle()
 	}

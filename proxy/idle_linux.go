@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"io"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -44,15 +42,10 @@ type parking struct {
 
 // parkSpot is a connection's record in the parking, under its lock.
 type parkSpot struct {
-	id     uint64 // 0 while not in the set
-	state  spotState
-	ready  bool // the set reported the socket readable while nothing waited
-	wake   chan waitResult
-	rc     syscall.RawConn
-	readFn func(fd uintptr) // reads the socket once into rbuf (made once: a closure per read would allocate)
-	rbuf   []byte
-	rn     int
-	rerr   error
+	id    uint64 // 0 while not in the set
+	state spotState
+	ready bool            // the set reported the socket readable while nothing waited
+	wake  chan waitResult // made when it first joins the set
 
 	prev, next *clientConn // in the list of its state
 }
@@ -123,24 +116,14 @@ func (s *Server) wait(c *clientConn) waitResult {
 // readNow reads what c's socket holds without waiting: errNothingYet if
 // nothing (a readiness already consumed by an earlier read).
 func (c *clientConn) readNow(b []byte) (int, error) {
-	if c.spot.rc == nil {
+	if c.spot.wake == nil {
 		return 0, errNothingYet // not in the set yet: joining it reports what is there
 	}
-	c.spot.rbuf, c.spot.rn, c.spot.rerr = b, 0, nil
-	if err := c.spot.rc.Control(c.spot.readFn); err != nil {
-		return 0, err
-	}
-	n, err := c.spot.rn, c.spot.rerr
-	c.spot.rbuf, c.spot.rerr = nil, nil
-	switch {
-	case err == syscall.EAGAIN:
+	n, err := c.ReadNow(b)
+	if err == syscall.EAGAIN {
 		return 0, errNothingYet
-	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
-	case n == 0 && len(b) > 0:
-		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // join adds c's socket to the set, starting the set on the first call. A
@@ -150,26 +133,13 @@ func (p *parking) join(s *Server, c *clientConn) error {
 		p.failed = true
 		return err
 	}
-	if c.spot.rc == nil {
-		rc, err := c.Conn.(*net.TCPConn).SyscallConn()
-		if err != nil {
-			return err
-		}
-		c.spot.rc = rc
+	if c.spot.wake == nil {
 		c.spot.wake = make(chan waitResult, 1)
-		c.spot.readFn = func(fd uintptr) {
-			for {
-				c.spot.rn, c.spot.rerr = syscall.Read(int(fd), c.spot.rbuf)
-				if c.spot.rerr != syscall.EINTR {
-					return
-				}
-			}
-		}
 	}
 	id := p.lastID + 1
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: int32(id), Pad: int32(id >> 32)}
 	var err error
-	if cerr := c.spot.rc.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+	if cerr := c.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
 		return cerr
 	}
 	if err != nil {
@@ -242,7 +212,7 @@ func (s *Server) leave(c *clientConn) {
 	}
 	p.forget(c)
 	if p.set != nil && !p.stopping {
-		c.spot.rc.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
+		c.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
 	}
 }
 

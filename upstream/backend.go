@@ -231,7 +231,9 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 			if err != nil {
 				return nil, err
 			}
-			return &backendConn{Conn: c, opts: opts}, nil
+			bc := &backendConn{opts: opts}
+			bc.Init(c)
+			return bc, nil
 		},
 		MaxConns:                      maxConns,
 		MaxConnWaitTimeout:            0, // a full backend is reported at once; the proxy tries another

@@ -1,9 +1,6 @@
 package upstream
 
-import (
-	"net"
-	"time"
-)
+import "time"
 
 // A LazyDeadline is one deadline of a connection, its read or its write
 // deadline, armed so that it need not be armed again for every request.
@@ -49,10 +46,11 @@ func (d *LazyDeadline) Arm(t time.Time, slack time.Duration) time.Time {
 func (d *LazyDeadline) Forget() { d.armed = time.Unix(0, 0) }
 
 // backendConn is a backend connection whose deadlines are lazy, with the
-// slack of the backend timeout in force when they are set. Its deadlines
-// are set by the one goroutine using the connection at a time.
+// slack of the backend timeout in force when they are set, read and written
+// as a Socket. Its deadlines are set by the one goroutine using the
+// connection at a time.
 type backendConn struct {
-	net.Conn
+	Socket
 	opts   *clientSettings
 	rd, wd LazyDeadline
 }
