@@ -158,6 +158,23 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
+// SocketListener returns a listener whose connections are read and
+// written as upstream.Sockets, for a listener that does not go to
+// Server.Serve as it is (the TLS one goes through crypto/tls first).
+func SocketListener(ln net.Listener) net.Listener { return socketListener{ln} }
+
+type socketListener struct{ net.Listener }
+
+func (l socketListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s := &upstream.Socket{}
+	s.Init(c)
+	return s, nil
+}
+
 // tooManyConns is the answer on a connection over max_client_conns.
 var tooManyConns = func() []byte {
 	body := "503 Service Unavailable: too many client connections\n"

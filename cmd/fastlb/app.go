@@ -211,7 +211,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	a.served = make(chan error, len(listeners))
 	go func() { a.served <- a.servers[0].Serve(ln) }()
 	if tlsLn != nil {
-		go func() { a.served <- a.servers[1].Serve(tls.NewListener(tlsLn, a.tlsListener.Config())) }()
+		go func() {
+			a.served <- a.servers[1].Serve(tls.NewListener(proxy.SocketListener(tlsLn), a.tlsListener.Config()))
+		}()
 		go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
 	}
 	go func() { a.served <- a.adminServer.Serve(adminLn) }()
