@@ -13,9 +13,9 @@ import (
 // with sendto, as HAProxy does, rather than with read and write, which Go's
 // net package uses. For a socket the two pairs do the same, but read and
 // write go through the kernel's generic file layer first (a file position
-// lock, permission and notification hooks): per small proxied request
-// (four calls) that cost about 4% of fastlb's CPU. Waits and deadlines are
-// still those of Go's poller, through the connection's syscall.RawConn.
+// lock, permission and notification hooks): on small proxied requests
+// (four calls each) that cost 2 to 4% of fastlb's CPU. Waits and deadlines
+// are still those of Go's poller, through the connection's syscall.RawConn.
 //
 // A connection other than a *net.TCPConn is read and written as it is.
 // Read and Write may be called by one goroutine each at a time, as
