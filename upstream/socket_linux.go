@@ -24,13 +24,15 @@ type Socket struct {
 	net.Conn
 	rc syscall.RawConn // nil: Conn's own Read and Write
 
-	// recv, send and peek work on buf, n and errno: made once per socket
-	// because a closure per call would allocate.
+	// recv and peek read into rbuf, send writes wbuf, each reporting in
+	// the fields after it: made once per socket because a closure per call
+	// would allocate.
 	recv, send func(fd uintptr) bool
 	peek       func(fd uintptr)
 	rbuf, wbuf []byte
 	rn, wn     int
-	rerr, werr syscall.Errno
+	rerr       syscall.Errno
+	werr       error
 }
 
 // Init makes s the socket of c.
@@ -53,11 +55,14 @@ func (s *Socket) Init(c net.Conn) {
 	s.send = func(fd uintptr) bool {
 		for s.wn < len(s.wbuf) {
 			n, errno := sendto(fd, s.wbuf[s.wn:])
-			if errno == syscall.EAGAIN {
+			switch {
+			case errno == syscall.EAGAIN:
 				return false
-			}
-			if errno != 0 {
-				s.werr = errno
+			case errno != 0:
+				s.werr = os.NewSyscallError("sendto", errno)
+				return true
+			case n == 0:
+				s.werr = io.ErrUnexpectedEOF // as net.Conn's Write reports a send of nothing
 				return true
 			}
 			s.wn += n
@@ -142,15 +147,15 @@ func (s *Socket) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	s.wbuf, s.wn, s.werr = b, 0, 0
+	s.wbuf, s.wn, s.werr = b, 0, nil
 	err := s.rc.Write(s.send)
-	n, errno := s.wn, s.werr
-	s.wbuf = nil
-	switch {
-	case err != nil:
+	if err == nil {
+		err = s.werr
+	}
+	n := s.wn
+	s.wbuf, s.werr = nil, nil
+	if err != nil {
 		return n, s.opError("write", err)
-	case errno != 0:
-		return n, s.opError("write", os.NewSyscallError("sendto", errno))
 	}
 	return n, nil
 }
