@@ -99,19 +99,7 @@ func (s *Socket) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	s.rbuf, s.rn, s.rerr = b, 0, 0
-	err := s.rc.Read(s.recv)
-	n, errno := s.rn, s.rerr
-	s.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, s.opError("read", err)
-	case errno != 0:
-		return 0, s.opError("read", os.NewSyscallError("recvfrom", errno))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return s.read(b, true)
 }
 
 // ReadNow reads what the socket holds without waiting: syscall.EAGAIN if
@@ -121,15 +109,25 @@ func (s *Socket) ReadNow(b []byte) (int, error) {
 	if s.rc == nil {
 		return 0, errNoSocket
 	}
+	return s.read(b, false)
+}
+
+// read reads into b, waiting in Go's poller for data or not.
+func (s *Socket) read(b []byte, wait bool) (int, error) {
 	s.rbuf, s.rn, s.rerr = b, 0, 0
-	err := s.rc.Control(s.peek)
+	var err error
+	if wait {
+		err = s.rc.Read(s.recv)
+	} else {
+		err = s.rc.Control(s.peek)
+	}
 	n, errno := s.rn, s.rerr
 	s.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, s.opError("read", err)
 	case errno == syscall.EAGAIN:
-		return 0, syscall.EAGAIN
+		return 0, syscall.EAGAIN // only when not waiting
 	case errno != 0:
 		return 0, s.opError("read", os.NewSyscallError("recvfrom", errno))
 	case n == 0 && len(b) > 0:
