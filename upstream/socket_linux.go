@@ -18,8 +18,8 @@ import (
 // are still those of Go's poller, through the connection's syscall.RawConn.
 //
 // A connection other than a *net.TCPConn is read and written as it is.
-// Read and Write may be called by one goroutine each at a time, as
-// fasthttp does.
+// Reads (Read and ReadNow share their state) and writes may each be made by
+// one goroutine at a time, as fasthttp makes them.
 type Socket struct {
 	net.Conn
 	rc syscall.RawConn // nil: Conn's own Read and Write
