@@ -45,6 +45,7 @@ type Server struct {
 
 	parking                // the parked connections, kept as the platform allows
 	waiters sync.WaitGroup // goroutines of the parking, and the connections it serves again
+	workers workers        // the goroutines that serve them
 }
 
 // Serve accepts connections on ln and serves them until ln is closed.
@@ -72,9 +73,10 @@ func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Backgro
 // returning ctx.Err().
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	s.closeParked() // and any connection parking from now on is closed
+	s.workers.stop()
 	err := s.fs.ShutdownWithContext(ctx)
 	done := make(chan struct{})
-	go func() { s.waiters.Wait(); close(done) }()
+	go func() { s.waiters.Wait(); s.workers.running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -101,12 +103,14 @@ func (s *Server) connState(c net.Conn, state fasthttp.ConnState) {
 	}
 }
 
-// serveAgain serves a parked connection whose next request is arriving.
-// The caller has counted it in s.waiters.
-func (s *Server) serveAgain(c *clientConn) {
+// serveAgain serves a parked connection whose next request is arriving, on
+// one of s.workers. The caller has counted it in s.waiters.
+func (s *Server) serveAgain(c *clientConn) { s.workers.run(c) }
+
+// serveParked is the workers' serving of a connection handed to serveAgain.
+func (s *Server) serveParked(c *clientConn) {
 	defer s.waiters.Done()
 	c.between = false
-	growStack(0)
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
 }
 

@@ -257,7 +257,7 @@ func (s *Server) park(c *clientConn) {
 		c.spot.ready = false
 		s.waiters.Add(1)
 		p.mu.Unlock()
-		go s.serveAgain(c)
+		s.serveAgain(c)
 		return
 	}
 	c.spot.state = parked
@@ -365,7 +365,7 @@ func (s *Server) watch(rc syscall.RawConn) {
 			if stopping {
 				c.close()
 			} else {
-				go s.serveAgain(c)
+				s.serveAgain(c)
 			}
 		}
 	}

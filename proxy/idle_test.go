@@ -116,7 +116,7 @@ func (h *harness) shutdown() <-chan error {
 // TestIdleConnectionParks: a keep-alive connection that waits longer than
 // parkAfter for its next request is parked, and the request that wakes it,
 // whether whole or in slow pieces, with or without a body, is served as if
-// nothing had happened.
+// nothing had happened, by a worker kept for the next.
 func TestIdleConnectionParks(t *testing.T) {
 	h := startHarness(t, "", 1)
 	get := "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -162,6 +162,11 @@ func TestIdleConnectionParks(t *testing.T) {
 		})
 	}
 	h.waitOpen(0)
+	// The connections woken one at a time were served by one worker, which
+	// waits for the next.
+	if n := h.server.workers.waiting(); n != 1 {
+		t.Errorf("%d workers waiting after serving woken connections one at a time, want 1", n)
+	}
 }
 
 // TestParkedIdleTimeout: a parked connection is closed at
@@ -269,6 +274,14 @@ func TestShutdownClosesParked(t *testing.T) {
 	}
 	if n := h.server.open.Load(); n != 0 {
 		t.Errorf("%d connections still counted open after shutdown", n)
+	}
+	// The worker that served the request in flight ended with it.
+	ended := make(chan struct{})
+	go func() { h.server.workers.running.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(time.Second):
+		t.Error("workers still running after shutdown")
 	}
 }
 

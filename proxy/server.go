@@ -44,6 +44,7 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		ConnState:             s.connState,
 	}
 	s.slack = upstream.Slack(cfg.ClientReadTimeout)
+	s.workers.serve, s.workers.maxIdle, s.workers.idleFor = s.serveParked, maxIdleWorkers, workerIdleTime
 	return s
 }
 
