@@ -5,182 +5,169 @@ import (
 	"time"
 )
 
-// testWorkers are workers whose serving reports each connection on served
-// and then waits for release.
-func testWorkers(maxIdle int, idleFor time.Duration) (ws *workers, served chan *clientConn, release chan struct{}) {
-	served, release = make(chan *clientConn, 16), make(chan struct{})
-	ws = &workers{maxIdle: maxIdle, idleFor: idleFor}
-	ws.serve = func(c *clientConn) {
-		served <- c
-		<-release
-	}
-	return ws, served, release
+// workersHarness drives workers whose serving reports each connection and
+// then holds it until released.
+type workersHarness struct {
+	t       *testing.T
+	ws      *workers
+	served  chan *clientConn
+	release chan struct{}
 }
 
-// eventually waits up to a second for cond.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(time.Second); !cond(); time.Sleep(time.Millisecond) {
+func startWorkers(t *testing.T, maxIdle int, idleFor time.Duration) *workersHarness {
+	h := &workersHarness{t: t, ws: &workers{maxIdle: maxIdle, idleFor: idleFor},
+		served: make(chan *clientConn, 16), release: make(chan struct{})}
+	h.ws.serve = func(c *clientConn) {
+		h.served <- c
+		<-h.release
+	}
+	return h
+}
+
+// serve hands a new connection to the workers and returns once a worker
+// serves it; the worker holds it until finish.
+func (h *workersHarness) serve() {
+	h.t.Helper()
+	c := &clientConn{}
+	h.ws.run(c)
+	if got := <-h.served; got != c {
+		h.t.Fatalf("served %p, want %p", got, c)
+	}
+}
+
+// finish lets one worker's connection end.
+func (h *workersHarness) finish() { h.release <- struct{}{} }
+
+// waitWaiting waits up to a second for n workers to be waiting.
+func (h *workersHarness) waitWaiting(n int) {
+	h.t.Helper()
+	for end := time.Now().Add(time.Second); h.ws.waiting() != n; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatalf("after 1s: not %s", what)
+			h.t.Fatalf("after 1s: %d workers waiting, want %d", h.ws.waiting(), n)
 		}
 	}
 }
 
-// stopped stops ws and waits for its goroutines to end.
-func stopped(t *testing.T, ws *workers) {
-	t.Helper()
-	ws.stop()
+// expectWaiting checks that n workers are waiting now.
+func (h *workersHarness) expectWaiting(n int, why string) {
+	h.t.Helper()
+	if got := h.ws.waiting(); got != n {
+		h.t.Fatalf("%d workers waiting, want %d: %s", got, n, why)
+	}
+}
+
+// idle is the i-th waiting worker, the longest waiting first.
+func (h *workersHarness) idle(i int) *worker {
+	h.ws.mu.Lock()
+	defer h.ws.mu.Unlock()
+	return h.ws.idle[i]
+}
+
+// stopped stops the workers and waits for their goroutines to end.
+func (h *workersHarness) stopped() {
+	h.t.Helper()
+	h.ws.stop()
 	done := make(chan struct{})
-	go func() { ws.running.Wait(); close(done) }()
+	go func() { h.ws.running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(time.Second):
-		t.Fatal("workers still running 1s after stop")
+		h.t.Fatal("workers still running 1s after stop")
 	}
 }
 
 func TestWorkersServeOnTheWaitingOne(t *testing.T) {
-	ws, served, release := testWorkers(4, time.Hour)
-	defer stopped(t, ws)
-	a, b := &clientConn{}, &clientConn{}
+	h := startWorkers(t, 4, time.Hour)
+	defer h.stopped()
+	h.serve()
+	h.finish()
+	h.waitWaiting(1)
+	first := h.idle(0)
 
-	ws.run(a)
-	if got := <-served; got != a {
-		t.Fatalf("served %p, want %p", got, a)
-	}
-	release <- struct{}{}
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	ws.mu.Lock()
-	first := ws.idle[0]
-	ws.mu.Unlock()
-
-	ws.run(b)
-	if got := <-served; got != b {
-		t.Fatalf("served %p, want %p", got, b)
-	}
-	if n := ws.waiting(); n != 0 {
-		t.Fatalf("%d workers waiting while the only one serves", n)
-	}
-	release <- struct{}{}
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	ws.mu.Lock()
-	again := ws.idle[0]
-	ws.mu.Unlock()
-	if again != first {
+	h.serve()
+	h.expectWaiting(0, "the only worker serves")
+	h.finish()
+	h.waitWaiting(1)
+	if h.idle(0) != first {
 		t.Fatal("a second worker served the second connection")
 	}
 }
 
 func TestWorkersNewestFirst(t *testing.T) {
-	ws, served, release := testWorkers(4, time.Hour)
-	defer stopped(t, ws)
-	for range 2 {
-		ws.run(&clientConn{})
-		<-served
-	}
-	release <- struct{}{}
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	release <- struct{}{}
-	eventually(t, "two workers waiting", func() bool { return ws.waiting() == 2 })
-	ws.mu.Lock()
-	newest := ws.idle[1]
-	ws.mu.Unlock()
+	h := startWorkers(t, 4, time.Hour)
+	defer h.stopped()
+	h.serve()
+	h.serve()
+	h.finish()
+	h.waitWaiting(1)
+	h.finish()
+	h.waitWaiting(2)
+	newest := h.idle(1)
 
-	ws.run(&clientConn{})
-	<-served
-	ws.mu.Lock()
-	left := ws.idle[0]
-	ws.mu.Unlock()
-	if left == newest {
+	h.serve()
+	if h.idle(0) == newest {
 		t.Fatal("the longest-waiting worker was taken")
 	}
-	release <- struct{}{}
+	h.finish()
 }
 
 func TestWorkersKeepAtMostMaxIdle(t *testing.T) {
-	ws, served, release := testWorkers(2, time.Hour)
-	defer stopped(t, ws)
+	h := startWorkers(t, 2, time.Hour)
+	defer h.stopped()
 	for range 3 {
-		ws.run(&clientConn{})
-		<-served
+		h.serve()
 	}
 	for range 3 {
-		release <- struct{}{}
+		h.finish()
 	}
-	eventually(t, "two workers waiting", func() bool { return ws.waiting() == 2 })
+	h.waitWaiting(2)
 	time.Sleep(20 * time.Millisecond)
-	if n := ws.waiting(); n != 2 {
-		t.Fatalf("%d workers waiting, at most 2 kept", n)
-	}
+	h.expectWaiting(2, "at most 2 kept")
 }
 
 func TestWorkersEndAfterAWholePeriod(t *testing.T) {
-	ws, served, release := testWorkers(4, time.Hour) // swept by hand
-	defer stopped(t, ws)
-	serve := func() {
-		ws.run(&clientConn{})
-		<-served
-		release <- struct{}{}
-	}
-	serve()
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	ws.sweep() // a period begins
-	serve()    // on the same worker, which waits again from now
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	ws.sweep()
-	if n := ws.waiting(); n != 1 {
-		t.Fatalf("%d workers waiting: one that waited part of a period ended", n)
-	}
-	ws.sweep()
-	if n := ws.waiting(); n != 0 {
-		t.Fatalf("%d workers waiting after a whole period", n)
-	}
+	h := startWorkers(t, 4, time.Hour) // swept by hand
+	defer h.stopped()
+	h.serve()
+	h.finish()
+	h.waitWaiting(1)
+	h.ws.sweep() // a period begins
+	h.serve()    // on the same worker, which waits again from now
+	h.finish()
+	h.waitWaiting(1)
+	h.ws.sweep()
+	h.expectWaiting(1, "it waited only part of a period")
+	h.ws.sweep()
+	h.expectWaiting(0, "it waited a whole period")
 }
 
 func TestWorkersCleanerSweeps(t *testing.T) {
-	ws, served, release := testWorkers(4, 10*time.Millisecond)
-	defer stopped(t, ws)
-	ws.run(&clientConn{})
-	<-served
-	release <- struct{}{}
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
-	eventually(t, "the worker ended", func() bool { return ws.waiting() == 0 })
+	h := startWorkers(t, 4, 10*time.Millisecond)
+	defer h.stopped()
+	h.serve()
+	h.finish()
+	h.waitWaiting(1)
+	h.waitWaiting(0)
 
-	// The pool goes on: the next connection starts a worker again.
-	c := &clientConn{}
-	ws.run(c)
-	if got := <-served; got != c {
-		t.Fatalf("served %p, want %p", got, c)
-	}
-	release <- struct{}{}
+	// The workers go on: the next connection starts one again.
+	h.serve()
+	h.finish()
 }
 
 func TestWorkersStop(t *testing.T) {
-	ws, served, release := testWorkers(4, time.Hour)
-	ws.run(&clientConn{})
-	<-served
-	release <- struct{}{}
-	eventually(t, "one worker waiting", func() bool { return ws.waiting() == 1 })
+	h := startWorkers(t, 4, time.Hour)
+	h.serve()
+	h.finish()
+	h.waitWaiting(1)
 
-	busy := &clientConn{}
-	ws.run(busy) // on the waiting worker
-	<-served
-	ws.stop()
-	if n := ws.waiting(); n != 0 {
-		t.Fatalf("%d workers waiting after stop", n)
-	}
-	release <- struct{}{} // it ends after its connection
-	stopped(t, ws)
+	h.serve() // on the waiting worker
+	h.ws.stop()
+	h.expectWaiting(0, "stopped")
+	h.finish() // it ends after its connection
+	h.stopped()
 
 	// A connection handed over after stop is still served.
-	late := &clientConn{}
-	ws.run(late)
-	if got := <-served; got != late {
-		t.Fatalf("served %p, want %p", got, late)
-	}
-	release <- struct{}{}
-	if n := ws.waiting(); n != 0 {
-		t.Fatalf("%d workers waiting after stop", n)
-	}
+	h.serve()
+	h.finish()
+	h.expectWaiting(0, "stopped")
 }
