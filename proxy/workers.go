@@ -34,14 +34,14 @@ type workers struct {
 	tick    uint64        // periods of idleFor the cleaner has counted
 	stopped bool          // by stop: workers end after their connection
 	cleaner chan struct{} // made when the cleaner starts; stop closes it
-	running sync.WaitGroup
+	running sync.WaitGroup // the workers and the cleaner, which Shutdown waits for
 }
 
 // worker is one waiting goroutine: it serves what comes on conns and ends
 // on nil.
 type worker struct {
 	conns chan *clientConn // buffered: handing a connection over never blocks
-	since uint64           // the pool's tick when it began to wait
+	since uint64           // the workers' tick when it began to wait
 }
 
 // run serves c on a waiting worker, or on a new one.
