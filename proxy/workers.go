@@ -30,10 +30,10 @@ type workers struct {
 	idleFor time.Duration
 
 	mu      sync.Mutex
-	idle    []*worker     // waiting for a connection, the longest waiting first
-	tick    uint64        // periods of idleFor the cleaner has counted
-	stopped bool          // by stop: workers end after their connection
-	cleaner chan struct{} // made when the cleaner starts; stop closes it
+	idle    []*worker      // waiting for a connection, the longest waiting first
+	tick    uint64         // periods of idleFor the cleaner has counted
+	stopped bool           // by stop: workers end after their connection
+	cleaner chan struct{}  // made when the cleaner starts; stop closes it
 	running sync.WaitGroup // the workers and the cleaner, which Shutdown waits for
 }
 
