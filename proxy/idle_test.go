@@ -163,7 +163,10 @@ func TestIdleConnectionParks(t *testing.T) {
 	}
 	h.waitOpen(0)
 	// The connections woken one at a time were served by one worker, which
-	// waits for the next.
+	// waits for the next (once it is back from closing the last one).
+	for end := time.Now().Add(time.Second); h.server.workers.waiting() != 1 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
 	if n := h.server.workers.waiting(); n != 1 {
 		t.Errorf("%d workers waiting after serving woken connections one at a time, want 1", n)
 	}
