@@ -114,30 +114,6 @@ func (s *Server) serveParked(c *clientConn) {
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
 }
 
-// growStack grows a new goroutine's stack, in one step, to about what
-// serving a request takes (16 KiB: the stacks of goroutines serving wrk
-// -c64 average 16.6 KiB). A goroutine starts with a small stack (Go sizes
-// it from the stacks seen at the last garbage collection, and fastlb,
-// allocating nothing per request, seldom collects). Grown by the calls of a
-// request, the stack is copied each time it doubles, each copy adjusting
-// every frame on it: runtime.newstack was 8% of fastlb's CPU with every
-// request waking a parked connection. Grown here, it is copied once, with
-// one frame on it (4% less CPU per request in make bench's
-// 2000-paused-conns, 3 of 4 alternating pairs).
-//
-// The frame is touched only when i > 0, which it never is: its size alone
-// makes the function's entry grow the stack, and nothing clears it.
-//
-//go:noinline
-func growStack(i int) byte {
-	if i > 0 {
-		var frame [12 << 10]byte
-		frame[i%len(frame)] = 1
-		return frame[(i+1)%len(frame)]
-	}
-	return 0
-}
-
 // listener counts a TCP listener's connections against max_client_conns
 // and wraps them for parking.
 type listener struct {
