@@ -34,6 +34,12 @@ type Config struct {
 	// CookieJar, when set, sends back the cookies the answers set, one jar
 	// per connection (what sticky-cookie scenarios need).
 	CookieJar bool
+	// Bursts, open loop, has each connection send its requests in bursts
+	// of these sizes in turn, each request of a burst as soon as the last
+	// is answered, pausing between bursts (a browser's pattern); nil sends
+	// one request at a time. Bursts start on schedule, at the rate that
+	// makes Rate requests per second on average.
+	Bursts []int
 }
 
 // Result is what a run measured.
@@ -60,6 +66,19 @@ func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_
 func Run(cfg Config) (*Result, error) {
 	if cfg.Conns < 1 {
 		return nil, errors.New("loadgen: Conns must be at least 1")
+	}
+	perCycle := 0 // requests in one cycle of the bursts
+	for _, n := range cfg.Bursts {
+		if n < 1 {
+			return nil, fmt.Errorf("loadgen: burst of %d requests", n)
+		}
+		perCycle += n
+	}
+	if len(cfg.Bursts) > 0 && cfg.Rate <= 0 {
+		return nil, errors.New("loadgen: Bursts need a Rate")
+	}
+	if perCycle == 0 {
+		cfg.Bursts, perCycle = []int{1}, 1
 	}
 	if cfg.Path == "" {
 		cfg.Path = "/"
@@ -106,9 +125,11 @@ func Run(cfg Config) (*Result, error) {
 	)
 	start := time.Now()
 	end := start.Add(cfg.Duration)
+	// Open loop, a connection starts a burst every interval on average:
+	// len(Bursts) of them every perCycle*Conns/Rate.
 	var interval time.Duration
 	if cfg.Rate > 0 {
-		interval = time.Second * time.Duration(cfg.Conns) / time.Duration(cfg.Rate)
+		interval = time.Second * time.Duration(cfg.Conns*perCycle) / time.Duration(cfg.Rate*len(cfg.Bursts))
 	}
 	for w := range cfg.Conns {
 		wg.Go(func() {
@@ -120,22 +141,33 @@ func Run(cfg Config) (*Result, error) {
 			defer fasthttp.ReleaseResponse(resp)
 			var jar []*fasthttp.Cookie
 			// Open loop: worker w owns the slots w, w+Conns, ... of a
-			// schedule of one request every 1/Rate seconds.
-			due := start.Add(time.Duration(w) * time.Second / time.Duration(max(cfg.Rate, 1)))
+			// schedule of one burst every interval/Conns, and starts at
+			// its own place in the cycle of sizes.
+			next := start.Add(time.Duration(w) * interval / time.Duration(cfg.Conns))
+			burst, left := w%len(cfg.Bursts), 0 // the next burst's place; requests left of this one
+		send:
 			for {
+				var due time.Time // latency is measured from it
 				now := time.Now()
-				if cfg.Rate > 0 {
-					if due.After(end) {
-						break
-					}
-					if wait := due.Sub(now); wait > 0 {
-						time.Sleep(wait)
-					}
-				} else {
+				switch {
+				case cfg.Rate <= 0:
 					if now.After(end) {
-						break
+						break send
 					}
 					due = now
+				case left > 0: // sent as soon as the last of its burst is answered
+					due = now
+					left--
+				default:
+					if next.After(end) {
+						break send
+					}
+					if wait := next.Sub(now); wait > 0 {
+						time.Sleep(wait)
+					}
+					due, left = next, cfg.Bursts[burst]-1
+					burst = (burst + 1) % len(cfg.Bursts)
+					next = next.Add(interval)
 				}
 				req.Reset()
 				req.SetRequestURI(url)
@@ -169,7 +201,6 @@ func Run(cfg Config) (*Result, error) {
 						jar = keepCookies(jar, resp)
 					}
 				}
-				due = due.Add(interval)
 			}
 			mu.Lock()
 			total.Merge(h)

@@ -66,6 +66,11 @@ func scenarios() []scenario {
 		// Each connection pauses 250 ms between requests: every request
 		// wakes an idle connection (fastlb parks them after 100 ms).
 		{name: "2000-paused-conns", load: loadgen.Config{Conns: 2000, KeepAlive: true, Rate: 8000}},
+		// Bursts of 1, 2, 3 and 4 requests in turn, each connection
+		// pausing about 600 ms between them: the price of parking
+		// connections at once after long pauses (see quietWaits in
+		// proxy) for clients whose pauses are not all long.
+		{name: "2000-bursty-conns", load: loadgen.Config{Conns: 2000, KeepAlive: true, Rate: 8000, Bursts: []int{1, 2, 3, 4}}},
 		{name: "100-backends", backends: 100, load: small},
 		{name: "least-conn", load: small, fastlb: `"strategy": "least-conn"`, haproxy: "balance leastconn", nginx: "least_conn;"},
 		{name: "random-two", load: small, fastlb: `"strategy": "random-two"`, haproxy: "balance random(2)", nginx: "random two least_conn;"},
