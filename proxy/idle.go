@@ -21,12 +21,23 @@ import (
 // write buffers (about 20 KiB). After that it is parked: the goroutine ends,
 // the buffers go back to their pools, and the socket waits for the next
 // request (in an epoll set on Linux, see parking), until client_idle_timeout;
-// then it is served again. Back-to-back requests never park. A client that
+// then it is served again. Back-to-back requests do not park (but see
+// quietWaits for the first after long pauses). A client that
 // pauses longer than this costs, per pause, a timer, the parking and
 // fasthttp's setting up of the connection once more: about 25 µs of CPU on
 // the machine it was measured on. Longer would park fewer pauses but hold
 // more memory in connections not yet parked.
 const parkAfter = 100 * time.Millisecond
+
+// quietWaits is how many waits for a request in a row must have lasted
+// parkAfter or more before a connection is parked as soon as it has been
+// answered, without waiting parkAfter first: a client that pauses between
+// all its requests then costs one park and one wake per pause instead of a
+// timer's firing as well, and gives its buffers back at once. One short wait
+// sets the count back to zero. Two rather than one, so that a client that
+// sends bursts of requests with long pauses between them (a browser) is not
+// parked and woken again after the first request of each burst.
+const quietWaits = 2
 
 // parkSlack is how much later than parkAfter a wait may end: the waits
 // ending within it end together, on one firing of the set's deadline
@@ -111,6 +122,11 @@ func (s *Server) serveAgain(c *clientConn) { s.workers.run(c) }
 func (s *Server) serveParked(c *clientConn) {
 	defer s.waiters.Done()
 	c.between = false
+	if time.Now().Before(c.parkAt) {
+		c.quiet = 0 // parked at once, and woken within parkAfter
+	} else if c.quiet < quietWaits {
+		c.quiet++
+	}
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
 }
 
@@ -183,6 +199,7 @@ type clientConn struct {
 	deadline time.Time // the idle deadline fasthttp set for that wait
 	parkAt   time.Time // when the wait ends in parking (deadline, or parkAfter before it)
 	full     bool      // the last read filled its buffer
+	quiet    uint8     // the last waits for a request that lasted parkAfter or more, in a row, up to quietWaits
 
 	rd, wd upstream.LazyDeadline
 	slack  time.Duration // of the deadlines while fasthttp serves c; 0 once hijacked
@@ -266,9 +283,12 @@ func (c *clientConn) Read(b []byte) (int, error) {
 	if canPark && !c.deadline.IsZero() {
 		// The set reports what arrives after the last read: one that
 		// filled its buffer may have left more behind.
+		// A quiet connection parks at once unless its request is
+		// already there (see quietWaits).
+		atOnce := c.quiet >= quietWaits
 		result := waitReady
 		if !c.full {
-			result = c.srv.wait(c)
+			result = c.srv.wait(c, atOnce)
 		}
 		for {
 			switch result {
@@ -276,10 +296,10 @@ func (c *clientConn) Read(b []byte) (int, error) {
 				n, err := c.readNow(b)
 				if err == errNothingYet {
 					c.full = false
-					result = c.srv.wait(c)
+					result = c.srv.wait(c, atOnce)
 					continue
 				}
-				c.between, c.full = false, n == len(b)
+				c.between, c.full, c.quiet = false, n == len(b), 0
 				return n, err
 			case waitTimeout:
 				return 0, c.idle()

@@ -90,8 +90,9 @@ func (l *connList) remove(c *clientConn) {
 	c.spot.prev, c.spot.next = nil, nil
 }
 
-// wait blocks until c's socket is readable or c.parkAt comes.
-func (s *Server) wait(c *clientConn) waitResult {
+// wait blocks until c's socket is readable or c.parkAt comes; atOnce, it
+// does not block, and reports waitTimeout unless the socket is readable.
+func (s *Server) wait(c *clientConn, atOnce bool) waitResult {
 	p := &s.parking
 	p.mu.Lock()
 	switch {
@@ -105,6 +106,9 @@ func (s *Server) wait(c *clientConn) waitResult {
 		c.spot.ready = false
 		p.mu.Unlock()
 		return waitReady
+	case atOnce:
+		p.mu.Unlock()
+		return waitTimeout
 	}
 	c.spot.state = waiting // its goroutine sleeps: the watcher may read c.parkAt
 	p.waiting.push(c)

@@ -11,7 +11,7 @@ type parking struct{}
 
 type parkSpot struct{}
 
-func (s *Server) wait(c *clientConn) waitResult { return waitUnavailable }
+func (s *Server) wait(c *clientConn, atOnce bool) waitResult { return waitUnavailable }
 
 func (c *clientConn) readNow(b []byte) (int, error) { return 0, errNothingYet }
 

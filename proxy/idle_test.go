@@ -172,6 +172,90 @@ func TestIdleConnectionParks(t *testing.T) {
 	}
 }
 
+// parkedWithin reports whether n connections are parked within d.
+func (h *harness) parkedWithin(n int, d time.Duration) bool {
+	for end := time.Now().Add(d); h.parkedConns() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestQuietConnectionParksAtOnce: a connection whose last quietWaits waits
+// for a request each lasted parkAfter or more is parked as soon as it has
+// been answered; one short wait, or a request already there, and it waits
+// parkAfter again first.
+func TestQuietConnectionParksAtOnce(t *testing.T) {
+	h := startHarness(t, "", 1)
+	k := h.dialKeepAlive()
+	get := "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
+	request := func(what string) {
+		t.Helper()
+		k.send(0, get)
+		if status, body := k.answer(); status != 200 {
+			t.Fatalf("%s: %d %q", what, status, body)
+		}
+	}
+	// atOnce reports whether the connection, just answered, is parked
+	// within parkAfter/2: a wait of parkAfter cannot end so soon.
+	atOnce := func() bool { return h.parkedWithin(1, parkAfter/2) }
+
+	request("first request")
+	if atOnce() {
+		t.Fatal("a new connection parked at once")
+	}
+	h.waitParked(1)
+	for i := 1; i < quietWaits; i++ {
+		request("after a long wait")
+		if atOnce() {
+			t.Fatalf("parked at once after %d long waits, want %d", i, quietWaits)
+		}
+		h.waitParked(1)
+	}
+	request("after quietWaits long waits")
+	if !atOnce() {
+		t.Fatalf("not parked at once after %d long waits", quietWaits)
+	}
+	// Quiet it stays: long waits go on.
+	time.Sleep(parkAfter)
+	request("after one more long wait")
+	if !atOnce() {
+		t.Fatal("not parked at once after one more long wait")
+	}
+
+	// The next request comes soon (a burst): after it the connection
+	// waits parkAfter again before it parks.
+	time.Sleep(parkAfter / 10)
+	request("soon after parking at once")
+	if atOnce() {
+		t.Fatal("parked at once after a short wait")
+	}
+	h.waitParked(1)
+
+	// Quiet again, a request that arrives while the last is served is
+	// read without parking, and the wait was short.
+	request("after a long wait")
+	h.waitParked(1)
+	request("after a second long wait")
+	if !atOnce() {
+		t.Fatalf("not parked at once after %d long waits", quietWaits)
+	}
+	time.Sleep(parkAfter)
+	k.send(0, "GET /delay/50ms HTTP/1.1\r\nHost: h\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	k.send(0, get)
+	for i := range 2 {
+		if status, body := k.answer(); status != 200 {
+			t.Fatalf("answer %d of a request sent while the last was served: %d %q", i+1, status, body)
+		}
+	}
+	if atOnce() {
+		t.Fatal("parked at once after a request that was there when the last was answered")
+	}
+	h.waitParked(1)
+}
+
 // TestParkedIdleTimeout: a parked connection is closed at
 // client_idle_timeout, counted from its own last request, as an unparked
 // one; connections parked at different times expire in turn, and one that
