@@ -281,11 +281,11 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		return n, err
 	}
 	if canPark && !c.deadline.IsZero() {
-		// The set reports what arrives after the last read: one that
-		// filled its buffer may have left more behind.
 		// A quiet connection parks at once unless its request is
 		// already there (see quietWaits).
 		atOnce := c.quiet >= quietWaits
+		// The set reports what arrives after the last read: one that
+		// filled its buffer may have left more behind.
 		result := waitReady
 		if !c.full {
 			result = c.srv.wait(c, atOnce)
