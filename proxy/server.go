@@ -34,7 +34,10 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
-		TCPKeepalive:                 true,
+		// No TCPKeepalive: fasthttp sets it only on connections with a
+		// SetKeepAlive method, which clientConn and the TLS listener's
+		// sockets have not. Client connections have the probes of the
+		// listener's own settings (Go's default: after 15 s idle).
 		// ReduceMemoryUsage is left off: with request bodies streamed,
 		// fasthttp keeps an idle connection's read buffer anyway, and
 		// releasing the write buffer costs a pool round trip per request.
