@@ -39,6 +39,9 @@ type Checker struct {
 	mu      sync.Mutex
 	pending map[*upstream.Backend]bool // immediate checks under way
 	wg      sync.WaitGroup
+	// reported, when set (by tests), runs after an immediate check has
+	// reported and before it counts as finished.
+	reported func(*upstream.Backend)
 }
 
 // settings are the parts of a Checker that a reload can change.
@@ -130,12 +133,27 @@ func (c *Checker) checkNew(ctx context.Context, s *upstream.Snapshot) {
 			continue
 		}
 		c.pending[b] = true
-		c.wg.Go(func() {
-			c.pool.ReportCheck(b, c.Check(ctx, b))
-			c.mu.Lock()
+		c.wg.Go(func() { c.checkUntilChecked(ctx, b) })
+	}
+}
+
+// checkUntilChecked checks b until a check of it has reported since it was
+// last reset: leaving maint while a check is under way resets b after that
+// check may already have reported, and checkNew, seeing this check
+// pending, starts none.
+func (c *Checker) checkUntilChecked(ctx context.Context, b *upstream.Backend) {
+	for {
+		c.pool.ReportCheck(b, c.Check(ctx, b))
+		if c.reported != nil {
+			c.reported(b)
+		}
+		c.mu.Lock()
+		if b.Checked() || b.State() == upstream.StateMaint || ctx.Err() != nil {
 			delete(c.pending, b)
 			c.mu.Unlock()
-		})
+			return
+		}
+		c.mu.Unlock()
 	}
 }
 

@@ -101,6 +101,44 @@ func TestRunOnceReportsEveryBackend(t *testing.T) {
 	}
 }
 
+// TestBackFromMaintJustAfterACheck: a backend that leaves maint right
+// after its immediate check has reported, before that check counts as
+// finished, is checked again at once, not an hour later.
+func TestBackFromMaintJustAfterACheck(t *testing.T) {
+	up, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	defer up.Close()
+	c, pool := checkerFor(t, `"health_check_frequency": "1h"`)
+	reports := make(chan struct{}, 4)
+	first := true
+	c.reported = func(b *upstream.Backend) {
+		if first {
+			first = false
+			pool.SetState(b.ID, upstream.StateMaint)
+			pool.SetState(b.ID, upstream.StateActive)
+		}
+		reports <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	b, err := pool.Add(config.Backend{URL: up.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		select {
+		case <-reports:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d checks reported, want 2: the one after leaving maint never came", i)
+		}
+	}
+	if !b.Checked() || !b.Healthy() {
+		t.Errorf("after the check that followed maint: checked %v, healthy %v", b.Checked(), b.Healthy())
+	}
+	cancel()
+	<-done
+}
+
 // TestNewBackendCheckedAtOnce: with checks an hour apart, a backend added
 // to the pool (or back from maint) is checked without waiting.
 func TestNewBackendCheckedAtOnce(t *testing.T) {
