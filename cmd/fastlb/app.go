@@ -77,6 +77,22 @@ func listenOrInherit(inh map[string]net.Listener, name, bind string, port int) (
 	return listen(bind, port)
 }
 
+// listenClients is listenOrInherit for a listener of client connections,
+// which the kernel hands over once the client has sent something (see
+// proxy.DeferAccept); set on inherited listeners too, in case the parent
+// did not.
+func listenClients(inh map[string]net.Listener, name, bind string, port int) (net.Listener, error) {
+	ln, err := listenOrInherit(inh, name, bind, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := proxy.DeferAccept(ln); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listener on %s: %w", ln.Addr(), err)
+	}
+	return ln, nil
+}
+
 // listen opens a TCP listener, naming the address in its error.
 func listen(bind string, port int) (net.Listener, error) {
 	addr := net.JoinHostPort(bind, strconv.Itoa(port))
@@ -138,7 +154,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 			ln.Close()
 		}
 	}()
-	ln, err := listenOrInherit(inh, "plain", cfg.Bind, cfg.Port)
+	ln, err := listenClients(inh, "plain", cfg.Bind, cfg.Port)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +167,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	a.listeners = []namedListener{{"plain", ln}, {"admin", adminLn}}
 	var tlsLn net.Listener
 	if cfg.TLS != nil {
-		if tlsLn, err = listenOrInherit(inh, "tls", cfg.TLS.Bind, cfg.TLS.Port); err != nil {
+		if tlsLn, err = listenClients(inh, "tls", cfg.TLS.Bind, cfg.TLS.Port); err != nil {
 			return nil, fmt.Errorf("HTTPS: %w", err)
 		}
 		listeners = append(listeners, tlsLn)

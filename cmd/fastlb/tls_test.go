@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,5 +226,66 @@ func TestCheckCertificates(t *testing.T) {
 	_, errOut, code = runBinary(t, "-config", cfgPath)
 	if code != 1 || !strings.Contains(errOut, want[0]) {
 		t.Errorf("startup: exit %d, %s", code, errOut)
+	}
+}
+
+// TestClientListenersDeferAccept: on the plain and HTTPS listeners a
+// connection counts (and is served) once its client has sent something;
+// one that has only connected is still the kernel's.
+func TestClientListenersDeferAccept(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TCP_DEFER_ACCEPT is Linux's")
+	}
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := newPKI(t)
+	c, k := p.issue(t, "main", "127.0.0.1")
+	tlsPort := freePort(t)
+	proc := startBinary(t, fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]}`, tlsPort, c, k), a)
+	open := func() string {
+		t.Helper()
+		_, body := get(t, "http://"+proc.adminAddr+"/metrics")
+		for line := range strings.Lines(body) {
+			if v, ok := strings.CutPrefix(line, "fastlb_client_connections "); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatal("no fastlb_client_connections in /metrics")
+		return ""
+	}
+	silent := func(addr string) net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		time.Sleep(300 * time.Millisecond)
+		return conn
+	}
+
+	plain := silent(proc.addr)
+	if n := open(); n != "0" {
+		t.Errorf("%s client connections with one connected to the plain listener and silent, want 0", n)
+	}
+	fmt.Fprintf(plain, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(plain), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("plain request: %v %v", resp, err)
+	}
+	if n := open(); n != "1" {
+		t.Errorf("%s client connections after a plain request on a kept-alive connection, want 1", n)
+	}
+
+	conn := silent(fmt.Sprintf("127.0.0.1:%d", tlsPort))
+	if n := open(); n != "1" {
+		t.Errorf("%s client connections with one more connected to the HTTPS listener and silent, want 1", n)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", InsecureSkipVerify: true})
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTPS request: %v %v", resp, err)
+	}
+	if n := open(); n != "2" {
+		t.Errorf("%s client connections after an HTTPS request on a kept-alive connection, want 2", n)
 	}
 }
