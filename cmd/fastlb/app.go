@@ -100,7 +100,8 @@ func listen(bind string, port int) (net.Listener, error) {
 	if strings.Contains(bind, ":") {
 		network = "tcp6"
 	}
-	ln, err := net.Listen(network, addr)
+	lc := listenConfig()
+	ln, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) {
