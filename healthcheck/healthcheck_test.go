@@ -101,6 +101,14 @@ func TestRunOnceReportsEveryBackend(t *testing.T) {
 	}
 }
 
+// running runs c until the test ends.
+func running(t *testing.T, c *Checker) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // TestBackFromMaintJustAfterACheck: a backend that leaves maint right
 // after its immediate check has reported, before that check counts as
 // finished, is checked again at once, not an hour later.
@@ -118,9 +126,7 @@ func TestBackFromMaintJustAfterACheck(t *testing.T) {
 		}
 		reports <- struct{}{}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
+	running(t, c)
 	b, err := pool.Add(config.Backend{URL: up.URL()})
 	if err != nil {
 		t.Fatal(err)
@@ -135,8 +141,6 @@ func TestBackFromMaintJustAfterACheck(t *testing.T) {
 	if !b.Checked() || !b.Healthy() {
 		t.Errorf("after the check that followed maint: checked %v, healthy %v", b.Checked(), b.Healthy())
 	}
-	cancel()
-	<-done
 }
 
 // TestNewBackendCheckedAtOnce: with checks an hour apart, a backend added
@@ -145,9 +149,7 @@ func TestNewBackendCheckedAtOnce(t *testing.T) {
 	up, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{})
 	defer up.Close()
 	c, pool := checkerFor(t, `"health_check_frequency": "1h"`)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
+	running(t, c)
 	b, err := pool.Add(config.Backend{URL: up.URL()})
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +169,4 @@ func TestNewBackendCheckedAtOnce(t *testing.T) {
 	if !b.Checked() {
 		t.Fatal("a backend back from maint was not checked at once")
 	}
-	cancel()
-	<-done
 }
