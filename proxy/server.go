@@ -36,8 +36,8 @@ func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog
 		CloseOnShutdown:              true,
 		// No TCPKeepalive: fasthttp sets it only on connections with a
 		// SetKeepAlive method, which clientConn and the TLS listener's
-		// sockets have not. Client connections have the probes of the
-		// listener's own settings (Go's default: after 15 s idle).
+		// sockets have not. Client connections have the probes their
+		// listening socket gives them (cmd/fastlb's listenConfig).
 		// ReduceMemoryUsage is left off: with request bodies streamed,
 		// fasthttp keeps an idle connection's read buffer anyway, and
 		// releasing the write buffer costs a pool round trip per request.

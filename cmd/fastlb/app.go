@@ -79,14 +79,14 @@ func listenOrInherit(inh map[string]net.Listener, name, bind string, port int) (
 
 // listenClients is listenOrInherit for a listener of client connections,
 // which the kernel hands over once the client has sent something (see
-// proxy.DeferAccept); set on inherited listeners too, in case the parent
+// deferAccept); set on inherited listeners too, in case the parent
 // did not.
 func listenClients(inh map[string]net.Listener, name, bind string, port int) (net.Listener, error) {
 	ln, err := listenOrInherit(inh, name, bind, port)
 	if err != nil {
 		return nil, err
 	}
-	if err := proxy.DeferAccept(ln); err != nil {
+	if err := deferAccept(ln); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("listener on %s: %w", ln.Addr(), err)
 	}
