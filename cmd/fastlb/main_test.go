@@ -22,15 +22,16 @@ import (
 
 var binary string
 
-// TestMain builds the real fastlb binary once; the tests run it as an
-// operator would.
+// TestMain builds the real fastlb binary once, linked with the runtime
+// setting the Makefile gives it; the tests run it as an operator would.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fastlb-test")
 	if err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "fastlb")
-	out, err := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=test-1.2.3", "-o", binary, ".").CombinedOutput()
+	ldflags := "-X main.version=test-1.2.3 -X runtime.godebugDefault=schedtrace=2147483647"
+	out, err := exec.Command("go", "build", "-race", "-ldflags", ldflags, "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building fastlb: %v\n%s", err, out)
 		os.Exit(1)
