@@ -4,13 +4,14 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # fastlb is linked with the Go runtime's schedtrace setting at its largest
 # value (24.8 days): the runtime's monitor thread then never enters its deep
 # sleep, which it otherwise leaves on the first system call after every idle
-# moment, polling every 20 µs for a while after; at a moderate load that was
-# 16% of fastlb's CPU per request (see "The Go runtime's monitor thread" in
-# the README). Any GODEBUG default of the module (a godebug line in go.mod)
+# moment, polling every 20 µs for a while after; at moderate loads that was
+# 15-26% of fastlb's CPU per request (README: Deployment, and the step under
+# Development). Any GODEBUG default of the module (a godebug line in go.mod)
 # is kept in front of it; GODEBUG in the environment still overrides it.
+# Both are expanded only where fastlb is linked.
 comma   := ,
-GODEBUG_DEFAULT := $(shell $(GO) list -f '{{.DefaultGODEBUG}}' ./cmd/fastlb 2>/dev/null)
-LDFLAGS := -X main.version=$(VERSION) -X runtime.godebugDefault=$(if $(GODEBUG_DEFAULT),$(GODEBUG_DEFAULT)$(comma))schedtrace=2147483647
+GODEBUG_DEFAULT = $(shell $(GO) list -f '{{.DefaultGODEBUG}}' ./cmd/fastlb 2>/dev/null)
+LDFLAGS = -X main.version=$(VERSION) -X runtime.godebugDefault=$(if $(GODEBUG_DEFAULT),$(GODEBUG_DEFAULT)$(comma))schedtrace=2147483647
 CONFIG  ?= config.json
 PREFIX  ?= /usr/local
 DESTDIR ?=
