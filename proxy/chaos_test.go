@@ -52,6 +52,7 @@ func TestChaos(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 		s, err := testbackends.Start(addr, testbackends.Options{Name: name})
 		if err != nil {
+			load.Stop() // its clients would go on sending through the rest of the tests
 			t.Fatalf("restart %s: %v", addr, err)
 		}
 		h.backends[i] = s

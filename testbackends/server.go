@@ -38,6 +38,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -132,8 +133,15 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 func (s *Server) SetHealthy(up bool) { s.down.Store(!up) }
 
 // Close stops the backend and closes its connections, open ones included.
+// It closes the listener itself as well: fasthttp's Shutdown closes only the
+// listeners its Serve has taken, and Start's goroutine may not have got
+// there yet (then Serve finds the listener closed and returns).
 func (s *Server) Close() error {
-	return s.srv.Shutdown()
+	err := s.srv.Shutdown()
+	if lerr := s.ln.Close(); lerr != nil && !errors.Is(lerr, net.ErrClosed) && err == nil {
+		err = lerr
+	}
+	return err
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
