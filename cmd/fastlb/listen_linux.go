@@ -21,23 +21,11 @@ const (
 // same probes on their connections itself.
 func listenConfig() net.ListenConfig {
 	return net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		cerr := rc.Control(func(fd uintptr) {
-			for _, o := range []struct{ level, name, value int }{
-				{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-				{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, keepAliveIdle},
-				{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, keepAliveInterval},
-				{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
-			} {
-				if err == nil {
-					err = os.NewSyscallError("setsockopt", syscall.SetsockoptInt(int(fd), o.level, o.name, o.value))
-				}
-			}
-		})
-		if cerr != nil {
-			return cerr
-		}
-		return err
+		return setsockopts(rc,
+			sockopt{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+			sockopt{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, keepAliveIdle},
+			sockopt{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, keepAliveInterval},
+			sockopt{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount})
 	}}
 }
 
@@ -59,11 +47,30 @@ func deferAccept(ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
-	}); err != nil {
-		return err
+	return setsockopts(rc, sockopt{"TCP_DEFER_ACCEPT", syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1})
+}
+
+// sockopt is an integer socket option and the value to give it.
+type sockopt struct {
+	name       string // for errors
+	level, opt int
+	value      int
+}
+
+// setsockopts sets opts on rc's socket in turn, stopping at the first that
+// fails and naming it in the error.
+func setsockopts(rc syscall.RawConn, opts ...sockopt) error {
+	var err error
+	cerr := rc.Control(func(fd uintptr) {
+		for _, o := range opts {
+			if serr := syscall.SetsockoptInt(int(fd), o.level, o.opt, o.value); serr != nil {
+				err = os.NewSyscallError("setsockopt "+o.name, serr)
+				return
+			}
+		}
+	})
+	if cerr != nil {
+		return cerr
 	}
-	return os.NewSyscallError("setsockopt TCP_DEFER_ACCEPT", serr)
+	return err
 }
