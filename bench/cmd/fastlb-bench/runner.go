@@ -37,6 +37,17 @@ type Result struct {
 	VsHAProxy  float64 `json:"rps_vs_haproxy,omitempty"`
 	// Idle-connection scenario only: memory per idle client connection.
 	KiBPerConn float64 `json:"kib_per_idle_conn,omitempty"`
+	// The rounds' own figures, in the order they ran, when there were
+	// several: how far apart they are shows how noisy the machine was.
+	Rounds []Round `json:"rounds,omitempty"`
+}
+
+// Round is one round's figures of a target in a scenario.
+type Round struct {
+	RPS        float64 `json:"rps"`
+	P99ms      float64 `json:"p99_ms"`
+	CPUPer100k float64 `json:"cpu_seconds_per_100k,omitempty"`
+	Errors     int64   `json:"errors"`
 }
 
 // scenario is one kind of load, meant the same for every target.
@@ -345,7 +356,7 @@ func (r *runner) startTarget(sc scenario, name string, ports []string) *target {
 
 // combine makes one result of a target's rounds: requests and errors
 // summed, rates, latencies and CPU per request the median of the rounds,
-// the peak RSS the largest.
+// the peak RSS the largest; each round's own figures are kept in Rounds.
 func combine(rounds []Result) Result {
 	out := rounds[0]
 	if len(rounds) == 1 {
@@ -363,7 +374,9 @@ func combine(rounds []Result) Result {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	out.Requests, out.Errors = 0, 0
-	for _, x := range rounds {
+	out.Rounds = make([]Round, len(rounds))
+	for i, x := range rounds {
+		out.Rounds[i] = Round{RPS: x.RPS, P99ms: x.P99ms, CPUPer100k: x.CPUPer100k, Errors: x.Errors}
 		out.Requests += x.Requests
 		out.Errors += x.Errors
 		out.PeakRSSMiB = max(out.PeakRSSMiB, x.PeakRSSMiB)

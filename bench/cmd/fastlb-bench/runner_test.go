@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestCombine checks how a target's rounds make its row: medians of the
+// rates, latencies and CPU, sums of requests and errors, the largest peak
+// RSS, the first error, and each round's own figures in the order they ran.
+func TestCombine(t *testing.T) {
+	r1 := Result{Requests: 100, RPS: 30, P50ms: 1, P99ms: 9, P999ms: 20, CPUPer100k: 5, PeakRSSMiB: 12}
+	r2 := Result{Requests: 200, Errors: 2, FirstError: "status 502", RPS: 10, P50ms: 3, P99ms: 7, P999ms: 10, CPUPer100k: 4, PeakRSSMiB: 15}
+	r3 := Result{Requests: 300, Errors: 1, FirstError: "timeout", RPS: 20, P50ms: 2, P99ms: 8, P999ms: 30, CPUPer100k: 6, PeakRSSMiB: 14}
+	r4 := Result{Requests: 400, RPS: 40, P50ms: 4, P99ms: 6, P999ms: 40, CPUPer100k: 7, PeakRSSMiB: 11}
+	for _, tc := range []struct {
+		name   string
+		rounds []Result
+		want   Result
+	}{
+		{"one round is the row as it is", []Result{r2}, r2},
+		{"odd: the middle value", []Result{r1, r2, r3}, Result{
+			Requests: 600, Errors: 3, FirstError: "status 502", RPS: 20, P50ms: 2, P99ms: 8, P999ms: 20, CPUPer100k: 5, PeakRSSMiB: 15,
+			Rounds: []Round{{RPS: 30, P99ms: 9, CPUPer100k: 5}, {RPS: 10, P99ms: 7, CPUPer100k: 4, Errors: 2}, {RPS: 20, P99ms: 8, CPUPer100k: 6, Errors: 1}},
+		}},
+		{"even: the mean of the middle two", []Result{r4, r3, r2, r1}, Result{
+			Requests: 1000, Errors: 3, FirstError: "timeout", RPS: 25, P50ms: 2.5, P99ms: 7.5, P999ms: 25, CPUPer100k: 5.5, PeakRSSMiB: 15,
+			Rounds: []Round{{RPS: 40, P99ms: 6, CPUPer100k: 7}, {RPS: 20, P99ms: 8, CPUPer100k: 6, Errors: 1}, {RPS: 10, P99ms: 7, CPUPer100k: 4, Errors: 2}, {RPS: 30, P99ms: 9, CPUPer100k: 5}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := combine(tc.rounds); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("combine:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRoundsInJSON checks that the rounds reach the results file, and that
+// a row made of one round does not repeat it.
+func TestRoundsInJSON(t *testing.T) {
+	row := combine([]Result{{RPS: 10, P99ms: 2, CPUPer100k: 3}, {RPS: 12, P99ms: 1, Errors: 1}})
+	data, err := json.Marshal(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"rounds":[{"rps":10,"p99_ms":2,"cpu_seconds_per_100k":3,"errors":0},{"rps":12,"p99_ms":1,"errors":1}]`; !strings.Contains(string(data), want) {
+		t.Errorf("JSON %s\nlacks %s", data, want)
+	}
+	single, _ := json.Marshal(combine([]Result{{RPS: 10}}))
+	if strings.Contains(string(single), "rounds") {
+		t.Errorf("a one-round row repeats its round: %s", single)
+	}
+}
