@@ -409,9 +409,9 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 	// Every turn starts with this process's heap collected. A turn
 	// allocates about 14 MB (a client and a latency histogram per
 	// connection), and when the collector ran was otherwise a matter of
-	// where the previous turns had left the heap: on small GETs,
-	// fastlb's ratio to HAProxy came out 1.08x with the two in turn and
-	// 0.94x with a pause between rounds, and with this 0.99x and 0.97x.
+	// where the previous turns had left the heap: on small GETs with
+	// fastlb and HAProxy in turn, fastlb's ratio to HAProxy came out
+	// 1.12x without this and 1.01x with it (five runs each, interleaved).
 	runtime.GC()
 	var cpu0 float64
 	if t.proxy != nil {
