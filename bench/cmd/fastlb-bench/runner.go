@@ -406,12 +406,13 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 		warm.Duration = r.duration / 10
 		loadgen.Run(warm) //nolint:errcheck
 	}
-	// Every turn starts with this process's heap collected. A turn
-	// allocates about 14 MB (a client and a latency histogram per
-	// connection), and when the collector ran was otherwise a matter of
-	// where the previous turns had left the heap: on small GETs with
-	// fastlb and HAProxy in turn, fastlb's ratio to HAProxy came out
-	// 1.12x without this and 1.01x with it (five runs each, interleaved).
+	// Every turn starts with this process's heap collected, so that no
+	// turn pays for another's garbage: a turn allocates about 14 MB (a
+	// client and a latency histogram per connection), and when the
+	// collector ran was otherwise a matter of where the previous turns
+	// had left the heap. (Measured on small GETs with fastlb and HAProxy
+	// in turn, ten runs each way, interleaved: fastlb's ratio to HAProxy
+	// 1.02x without this and 1.00x with it, within this machine's noise.)
 	runtime.GC()
 	var cpu0 float64
 	if t.proxy != nil {
