@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Zero-downtime binary upgrade (SIGUSR2): the running fastlb starts its
@@ -84,11 +87,7 @@ func (a *app) upgrade() error {
 	}()
 	var spec []string
 	for _, l := range a.listeners {
-		tl, ok := l.ln.(interface{ File() (*os.File, error) })
-		if !ok {
-			return fmt.Errorf("listener %s cannot be handed over", l.name)
-		}
-		f, err := tl.File()
+		f, err := handOver(l.ln, l.name)
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.name, err)
 		}
@@ -135,6 +134,32 @@ func (a *app) upgrade() error {
 		cmd.Process.Kill()
 		return fmt.Errorf("the new process was not ready within %s; killed it", upgradeWait)
 	}
+}
+
+// handOver returns a duplicate of ln's socket to give a new process. Not
+// through the listener's File method: exec passes a file on through its Fd
+// method, which for such a file puts the descriptor into blocking mode, and
+// with it the listener this process goes on accepting on (a duplicate
+// shares the socket's flags). Its next accept then waits in the kernel, and
+// closing the listener at shutdown waits for that accept, that is for a
+// connection that may never come. os.NewFile keeps the flags as they are.
+func handOver(ln net.Listener, name string) (*os.File, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("cannot be handed over")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 func exitCause(err error) string {
