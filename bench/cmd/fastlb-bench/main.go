@@ -107,17 +107,17 @@ func write(dir string, results []Result) error {
 
 func markdown(results []Result) string {
 	var b strings.Builder
-	b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU s/100k req | peak RSS MiB | KiB/idle conn | vs direct | vs HAProxy |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU s/100k req | peak RSS MiB | KiB/idle conn | vs direct | vs HAProxy | CPU vs HAProxy |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		if r.Skipped != "" {
-			fmt.Fprintf(&b, "| %s | %s | %s | | | | | | | | | |\n", r.Scenario, r.Target, r.Skipped)
+			fmt.Fprintf(&b, "| %s | %s | %s | | | | | | | | | | |\n", r.Scenario, r.Target, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s | %s | %s |\n",
 			r.Scenario, r.Target, r.RPS, r.P50ms, r.P99ms, r.P999ms, r.Errors,
 			optional(r.CPUPer100k, "%.2f"), optional(r.PeakRSSMiB, "%.1f"), optional(r.KiBPerConn, "%.1f"),
-			optional(r.VsDirect, "%.2f"), optional(r.VsHAProxy, "%.2f"))
+			optional(r.VsDirect, "%.2f"), optional(r.VsHAProxy, "%.2f"), optional(r.CPUVsHAProxy, "%.2f"))
 	}
 	return b.String()
 }

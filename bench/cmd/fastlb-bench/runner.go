@@ -36,6 +36,10 @@ type Result struct {
 	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"`
 	VsDirect   float64 `json:"rps_vs_direct,omitempty"`
 	VsHAProxy  float64 `json:"rps_vs_haproxy,omitempty"`
+	// CPU per request against HAProxy's in the same scenario: below 1 is
+	// less. At a fixed rate, where every target serves the same requests/s,
+	// this is the comparison that tells.
+	CPUVsHAProxy float64 `json:"cpu_vs_haproxy,omitempty"`
 	// Idle-connection scenario only: memory per idle client connection.
 	KiBPerConn float64 `json:"kib_per_idle_conn,omitempty"`
 	// The rounds' own figures, in the order they ran, when there were
@@ -71,6 +75,11 @@ func scenarios() []scenario {
 	small := loadgen.Config{Conns: 64, KeepAlive: true}
 	return []scenario{
 		{name: "small-get", quick: true, load: small},
+		// The same requests at fixed rates below saturation, where no
+		// CPU of this machine is the limit: requests/s is the same for
+		// every target, and CPU per request and latency tell them apart.
+		{name: "small-get-6k-rps", load: loadgen.Config{Conns: 64, KeepAlive: true, Rate: 6000}},
+		{name: "small-get-12k-rps", load: loadgen.Config{Conns: 64, KeepAlive: true, Rate: 12000}},
 		{name: "64k-response", size: 64 << 10, load: small},
 		{name: "16k-post", load: loadgen.Config{Conns: 64, KeepAlive: true, Method: "POST", BodySize: 16 << 10}},
 		{name: "new-conn", quick: true, load: loadgen.Config{Conns: 16}},
@@ -275,27 +284,45 @@ func (r *runner) runScenario(sc scenario) []Result {
 		res.Scenario, res.Target = sc.name, t.name
 		results = append(results, res)
 	}
-	var direct, haproxy float64
-	for _, x := range results {
-		switch x.Target {
-		case "direct":
-			direct = x.RPS
-		case "haproxy":
-			haproxy = x.RPS
-		}
-	}
+	compare(results)
+	return results
+}
+
+// compare sets each proxy's ratios in one scenario's results: requests/s
+// against the direct target's and HAProxy's, and CPU per request against
+// HAProxy's. A ratio stays 0 (shown as "-") where either side is missing.
+func compare(results []Result) {
+	var direct, haproxy *Result
 	for i := range results {
-		if results[i].Skipped != "" || results[i].RPS == 0 {
+		if results[i].Skipped != "" {
 			continue
 		}
-		if direct > 0 && results[i].Target != "direct" {
-			results[i].VsDirect = results[i].RPS / direct
-		}
-		if haproxy > 0 && results[i].Target != "haproxy" && results[i].Target != "direct" {
-			results[i].VsHAProxy = results[i].RPS / haproxy
+		switch results[i].Target {
+		case "direct":
+			direct = &results[i]
+		case "haproxy":
+			haproxy = &results[i]
 		}
 	}
-	return results
+	ratio := func(a, b float64) float64 {
+		if a == 0 || b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Skipped != "" || r.Target == "direct" {
+			continue
+		}
+		if direct != nil {
+			r.VsDirect = ratio(r.RPS, direct.RPS)
+		}
+		if haproxy != nil && r != haproxy {
+			r.VsHAProxy = ratio(r.RPS, haproxy.RPS)
+			r.CPUVsHAProxy = ratio(r.CPUPer100k, haproxy.CPUPer100k)
+		}
+	}
 }
 
 // target is one way to reach the backends in a scenario: directly or

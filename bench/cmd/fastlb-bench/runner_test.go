@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,5 +53,76 @@ func TestRoundsInJSON(t *testing.T) {
 	single, _ := json.Marshal(combine([]Result{{RPS: 10}}))
 	if strings.Contains(string(single), "rounds") {
 		t.Errorf("a one-round row repeats its round: %s", single)
+	}
+}
+
+// TestCompare checks the ratios of a scenario's rows: requests/s against
+// direct and HAProxy, CPU per request against HAProxy, none against a
+// target that was skipped or is missing, and none where a figure is 0.
+func TestCompare(t *testing.T) {
+	direct := Result{Target: "direct", RPS: 40}
+	fastlb := Result{Target: "fastlb", RPS: 30, CPUPer100k: 3}
+	haproxy := Result{Target: "haproxy", RPS: 20, CPUPer100k: 4}
+	nginx := Result{Target: "nginx", RPS: 10, CPUPer100k: 8}
+	skipped := Result{Target: "haproxy", Skipped: "not installed"}
+	for _, tc := range []struct {
+		name string
+		in   []Result
+		want []Result
+	}{
+		{"every target", []Result{direct, fastlb, haproxy, nginx}, []Result{
+			direct,
+			{Target: "fastlb", RPS: 30, CPUPer100k: 3, VsDirect: 0.75, VsHAProxy: 1.5, CPUVsHAProxy: 0.75},
+			{Target: "haproxy", RPS: 20, CPUPer100k: 4, VsDirect: 0.5},
+			{Target: "nginx", RPS: 10, CPUPer100k: 8, VsDirect: 0.25, VsHAProxy: 0.5, CPUVsHAProxy: 2},
+		}},
+		{"HAProxy not installed", []Result{direct, fastlb, skipped}, []Result{
+			direct,
+			{Target: "fastlb", RPS: 30, CPUPer100k: 3, VsDirect: 0.75},
+			skipped,
+		}},
+		{"no direct target", []Result{fastlb, haproxy}, []Result{
+			{Target: "fastlb", RPS: 30, CPUPer100k: 3, VsHAProxy: 1.5, CPUVsHAProxy: 0.75},
+			{Target: "haproxy", RPS: 20, CPUPer100k: 4},
+		}},
+		{"zero figures give no ratio", []Result{{Target: "fastlb", KiBPerConn: 2.7}, {Target: "haproxy", KiBPerConn: 0.9}}, []Result{
+			{Target: "fastlb", KiBPerConn: 2.7},
+			{Target: "haproxy", KiBPerConn: 0.9},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := slices.Clone(tc.in)
+			compare(got)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("compare:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMarkdownCPURatio checks the table's CPU column: the ratio where there
+// is one, "-" where there is none, and a skipped row as wide as the rest.
+func TestMarkdownCPURatio(t *testing.T) {
+	md := markdown([]Result{
+		{Scenario: "s", Target: "fastlb", RPS: 30, CPUPer100k: 3, VsHAProxy: 1.5, CPUVsHAProxy: 0.75},
+		{Scenario: "s", Target: "haproxy", RPS: 20, CPUPer100k: 4},
+		{Scenario: "s", Target: "nginx", Skipped: "not installed"},
+	})
+	lines := strings.Split(strings.TrimSpace(md), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("table of %d lines:\n%s", len(lines), md)
+	}
+	if !strings.HasSuffix(lines[0], "| vs HAProxy | CPU vs HAProxy |") {
+		t.Errorf("header %q lacks the CPU column", lines[0])
+	}
+	for i, suffix := range []string{"| 1.50 | 0.75 |", "| - | - |"} {
+		if !strings.HasSuffix(lines[2+i], suffix) {
+			t.Errorf("row %q does not end %q", lines[2+i], suffix)
+		}
+	}
+	for _, l := range lines {
+		if n := strings.Count(l, "|"); n != 14 {
+			t.Errorf("row %q has %d cells, want 13", l, n-1)
+		}
 	}
 }
