@@ -20,8 +20,10 @@ var targetColors = map[string]color.RGBA{
 	"nginx":   {44, 160, 44, 255},
 }
 
-// drawChart draws requests/s (top) and p99 latency (bottom) per scenario,
-// one bar per target, into a PNG.
+// drawChart draws requests/s, p99 latency and the proxy's CPU per request
+// per scenario, in three panels from top to bottom, one bar per target,
+// into a PNG. CPU is what sets the targets apart in the fixed-rate
+// scenarios, where every target serves the same requests/s.
 func drawChart(results []Result, path string) error {
 	var scen, targets []string
 	for _, r := range results {
@@ -72,31 +74,45 @@ func drawChart(results []Result, path string) error {
 		p.X.Tick.Label.XAlign = -0.9
 		return p, nil
 	}
-	rps, err := panel("fastlb benchmark: requests per second (higher is better)", "req/s", func(r Result) float64 { return r.RPS })
-	if err != nil {
-		return err
+	var panels []*plot.Plot
+	for _, pn := range []struct {
+		title, ylabel string
+		f             func(Result) float64
+	}{
+		{"fastlb benchmark: requests per second (higher is better)", "req/s", func(r Result) float64 { return r.RPS }},
+		{"p99 latency (lower is better)", "ms", func(r Result) float64 { return r.P99ms }},
+		{"proxy CPU per 100,000 requests (lower is better)", "CPU s", func(r Result) float64 { return r.CPUPer100k }},
+	} {
+		p, err := panel(pn.title, pn.ylabel, pn.f)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
 	}
-	p99, err := panel("p99 latency (lower is better)", "ms", func(r Result) float64 { return r.P99ms })
-	if err != nil {
-		return err
+	img := vgimg.New(chartWidth, vg.Length(len(panels))*panelHeight)
+	for i, c := range rows(draw.New(img), len(panels)) {
+		panels[i].Draw(c)
 	}
-	const width, height = 26 * vg.Centimeter, 12 * vg.Centimeter
-	img := vgimg.New(width, 2*height)
-	top, bottom := splitCanvas(draw.New(img), height)
-	rps.Draw(top)
-	p99.Draw(bottom)
 	if err := savePNG(img, path); err != nil {
 		return fmt.Errorf("saving %s: %w", path, err)
 	}
 	return nil
 }
 
-// splitCanvas cuts dc into a top and a bottom part, the bottom h high.
-func splitCanvas(dc draw.Canvas, h vg.Length) (top, bottom draw.Canvas) {
-	top, bottom = dc, dc
-	bottom.Max.Y = dc.Min.Y + h
-	top.Min.Y = dc.Min.Y + h
-	return top, bottom
+// The chart's size: each panel is panelHeight high.
+const chartWidth, panelHeight = 26 * vg.Centimeter, 12 * vg.Centimeter
+
+// rows cuts dc into n parts of equal height, from top to bottom.
+func rows(dc draw.Canvas, n int) []draw.Canvas {
+	h := (dc.Max.Y - dc.Min.Y) / vg.Length(n)
+	out := make([]draw.Canvas, n)
+	for i := range out {
+		c := dc
+		c.Max.Y = dc.Max.Y - vg.Length(i)*h
+		c.Min.Y = c.Max.Y - h
+		out[i] = c
+	}
+	return out
 }
 
 func savePNG(c *vgimg.Canvas, path string) error {
