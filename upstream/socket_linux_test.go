@@ -102,8 +102,11 @@ func TestSocketDeadlines(t *testing.T) {
 	checkTimeout(t, "Read", "read", n, err)
 
 	// The peer never reads: the write fills both socket buffers and waits.
-	s.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	// The data is made first: zeroing 64 MiB under the race detector on a
+	// busy machine could take the whole deadline, and a write that starts
+	// past its deadline sends nothing.
 	data := make([]byte, 64<<20)
+	s.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	n, err = s.Write(data)
 	if n == 0 || n == len(data) {
 		t.Errorf("Write wrote %d of %d bytes before its deadline", n, len(data))
