@@ -69,6 +69,7 @@ func drawChart(results []Result, path string) error {
 			p.Legend.Add(t, bars)
 		}
 		p.Legend.Top = true
+		p.Y.Max *= 1.25 // room above the tallest bar for the legend
 		p.NominalX(scen...)
 		p.X.Tick.Label.Rotation = 0.6
 		p.X.Tick.Label.XAlign = -0.9
