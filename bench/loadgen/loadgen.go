@@ -20,17 +20,24 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Addr      string        // host:port to connect to
-	HTTPS     bool          // TLS, without verifying the certificate
-	Path      string        // request target, "/" by default
-	Host      string        // Host header; Addr by default
-	Method    string        // "GET" by default
-	BodySize  int           // request body of that many bytes
-	Conns     int           // concurrent connections (and, closed loop, requests in flight)
-	Duration  time.Duration // how long to send
-	Rate      int           // requests per second in total; 0 = closed loop
-	KeepAlive bool          // reuse connections; false sends Connection: close
-	Headers   [][2]string   // extra request headers
+	Addr     string        // host:port to connect to
+	HTTPS    bool          // TLS, without verifying the certificate
+	Path     string        // request target, "/" by default
+	Host     string        // Host header; Addr by default
+	Method   string        // "GET" by default
+	BodySize int           // request body of that many bytes
+	Conns    int           // concurrent connections (and, closed loop, requests in flight)
+	Duration time.Duration // how long to measure, after Warmup
+	// Warmup is how long to send before measuring: the answers to requests
+	// due in it are neither counted nor timed (their errors are), so that
+	// connecting and a cold start do not count in a short run.
+	Warmup time.Duration
+	// Measuring, if set, is called once as the measurement starts (when
+	// the warm-up ends), from a goroutine of its own.
+	Measuring func()
+	Rate      int         // requests per second in total; 0 = closed loop
+	KeepAlive bool        // reuse connections; false sends Connection: close
+	Headers   [][2]string // extra request headers
 	// CookieJar, when set, sends back the cookies the answers set, one jar
 	// per connection (what sticky-cookie scenarios need).
 	CookieJar bool
@@ -44,9 +51,9 @@ type Config struct {
 
 // Result is what a run measured.
 type Result struct {
-	Requests  int64         // answered with a 2xx or 3xx
-	Errors    int64         // failed, or answered 4xx/5xx
-	Elapsed   time.Duration // from the first request due to the last answer
+	Requests  int64         // answered with a 2xx or 3xx, of the requests due after the warm-up
+	Errors    int64         // failed, or answered 4xx/5xx, warm-up included
+	Elapsed   time.Duration // from the end of the warm-up to the last answer
 	Histogram *hdrhistogram.Histogram
 	FirstErr  string
 }
@@ -124,7 +131,14 @@ func Run(cfg Config) (*Result, error) {
 		wg       sync.WaitGroup
 	)
 	start := time.Now()
-	end := start.Add(cfg.Duration)
+	measured := start.Add(cfg.Warmup) // requests due from then on count
+	end := measured.Add(cfg.Duration)
+	if cfg.Measuring != nil {
+		wg.Go(func() {
+			time.Sleep(time.Until(measured))
+			cfg.Measuring()
+		})
+	}
 	// Open loop, a connection starts a burst every interval on average:
 	// len(Bursts) of them every perCycle*Conns/Rate.
 	var interval time.Duration
@@ -195,10 +209,12 @@ func Run(cfg Config) (*Result, error) {
 					bad.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d", resp.StatusCode()))
 				default:
-					ok.Add(1)
-					h.RecordValue(max(lat.Microseconds(), 1)) //nolint:errcheck // values above 60 s are clipped
 					if cfg.CookieJar {
 						jar = keepCookies(jar, resp)
+					}
+					if !due.Before(measured) {
+						ok.Add(1)
+						h.RecordValue(max(lat.Microseconds(), 1)) //nolint:errcheck // values above 60 s are clipped
 					}
 				}
 			}
@@ -208,7 +224,7 @@ func Run(cfg Config) (*Result, error) {
 		})
 	}
 	wg.Wait()
-	r := &Result{Requests: ok.Load(), Errors: bad.Load(), Elapsed: time.Since(start), Histogram: total}
+	r := &Result{Requests: ok.Load(), Errors: bad.Load(), Elapsed: time.Since(measured), Histogram: total}
 	if v := firstErr.Load(); v != nil {
 		r.FirstErr = v.(string)
 	}

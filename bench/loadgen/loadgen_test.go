@@ -127,3 +127,53 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestWarmup: the answers to requests due in the warm-up are neither
+// counted nor timed, but their cookies are kept.
+func TestWarmup(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	all, withoutCookie := 0, 0
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		all++
+		first := len(ctx.Request.Header.Cookie("s")) == 0
+		if first {
+			withoutCookie++
+		}
+		mu.Unlock()
+		if first {
+			// A cold start: the first answer on each connection is slow.
+			time.Sleep(300 * time.Millisecond)
+			ctx.Response.Header.Set("Set-Cookie", "s=1")
+		}
+	}}
+	go srv.Serve(ln) //nolint:errcheck // ends with the listener
+	defer srv.Shutdown()
+
+	res, err := Run(Config{Addr: ln.Addr().String(), Conns: 2, KeepAlive: true, Rate: 20, CookieJar: true,
+		Warmup: 500 * time.Millisecond, Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if withoutCookie != 2 {
+		t.Errorf("%d requests without the cookie, want one per connection", withoutCookie)
+	}
+	if res.Requests < 16 || res.Requests > 24 || int64(all) < res.Requests+8 {
+		t.Errorf("%d requests counted of %d sent; want those of 1 s at 20/s, not the warm-up's", res.Requests, all)
+	}
+	if res.Errors != 0 {
+		t.Errorf("%d errors (%s)", res.Errors, res.FirstErr)
+	}
+	if slowest := res.Percentile(100); slowest >= 100*time.Millisecond {
+		t.Errorf("slowest counted answer took %v: the warm-up's slow first answers were timed", slowest)
+	}
+	if res.Elapsed < 900*time.Millisecond || res.Elapsed > 1500*time.Millisecond {
+		t.Errorf("elapsed %v, want the measured second", res.Elapsed)
+	}
+}

@@ -31,10 +31,15 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default: all)")
 	flag.StringVar(&o.targets, "targets", "direct,fastlb,haproxy,nginx", "targets to measure")
 	flag.DurationVar(&o.duration, "duration", 0, "measurement per target, split over the rounds (default 12s, 3s with -quick)")
-	flag.IntVar(&o.rounds, "rounds", 3, "rounds per scenario, each loading every target in turn; figures are the rounds' medians")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds per scenario, each loading every target in turn; figures are the rounds' medians (default 8, 3 with -quick)")
 	flag.Parse()
-	if o.rounds < 1 {
+	switch {
+	case o.rounds < 0:
 		fatal(fmt.Errorf("-rounds must be at least 1, not %d", o.rounds))
+	case o.rounds == 0 && o.quick:
+		o.rounds = 3
+	case o.rounds == 0:
+		o.rounds = 8
 	}
 	if o.duration == 0 {
 		o.duration = 12 * time.Second
