@@ -20,24 +20,17 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Addr     string        // host:port to connect to
-	HTTPS    bool          // TLS, without verifying the certificate
-	Path     string        // request target, "/" by default
-	Host     string        // Host header; Addr by default
-	Method   string        // "GET" by default
-	BodySize int           // request body of that many bytes
-	Conns    int           // concurrent connections (and, closed loop, requests in flight)
-	Duration time.Duration // how long to measure, after Warmup
-	// Warmup is how long to send before measuring: the answers to requests
-	// due in it are neither counted nor timed (their errors are), so that
-	// connecting and a cold start do not count in a short run.
-	Warmup time.Duration
-	// Measuring, if set, is called once as the measurement starts (when
-	// the warm-up ends), from a goroutine of its own.
-	Measuring func()
-	Rate      int         // requests per second in total; 0 = closed loop
-	KeepAlive bool        // reuse connections; false sends Connection: close
-	Headers   [][2]string // extra request headers
+	Addr      string        // host:port to connect to
+	HTTPS     bool          // TLS, without verifying the certificate
+	Path      string        // request target, "/" by default
+	Host      string        // Host header; Addr by default
+	Method    string        // "GET" by default
+	BodySize  int           // request body of that many bytes
+	Conns     int           // concurrent connections (and, closed loop, requests in flight)
+	Duration  time.Duration // how long to measure, after Warmup
+	Rate      int           // requests per second in total; 0 = closed loop
+	KeepAlive bool          // reuse connections; false sends Connection: close
+	Headers   [][2]string   // extra request headers
 	// CookieJar, when set, sends back the cookies the answers set, one jar
 	// per connection (what sticky-cookie scenarios need).
 	CookieJar bool
@@ -47,6 +40,13 @@ type Config struct {
 	// one request at a time. Bursts start on schedule, at the rate that
 	// makes Rate requests per second on average.
 	Bursts []int
+	// Warmup is how long to send before measuring: the answers to requests
+	// due in it are neither counted nor timed (their errors are), so that
+	// connecting and a cold start do not count in a short run.
+	Warmup time.Duration
+	// Measuring, if set, is called once as the measurement starts (when
+	// the warm-up ends), from a goroutine of its own.
+	Measuring func()
 }
 
 // Result is what a run measured.
