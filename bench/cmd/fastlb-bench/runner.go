@@ -425,8 +425,7 @@ func combine(rounds []Result) Result {
 	return out
 }
 
-// measure loads one target for one round of a scenario; the first round
-// warms the connection pools first.
+// measure loads one target for one round of a scenario.
 func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Result {
 	if sc.idle > 0 {
 		return r.idleConns(sc, t.proxy.Process.Pid, t.addr)
@@ -434,12 +433,11 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 	cfg := sc.load
 	cfg.Addr, cfg.HTTPS, cfg.Duration = t.addr, sc.https, r.duration/time.Duration(r.rounds)
 	// Each turn opens its connections anew: their first requests are not
-	// measured.
+	// measured. The first round's warm-up is longer, to fill the proxy's
+	// connection pools as well.
 	cfg.Warmup = turnWarmup
 	if first {
-		warm := cfg
-		warm.Duration = r.duration / 10
-		loadgen.Run(warm) //nolint:errcheck
+		cfg.Warmup += r.duration / 10
 	}
 	// Every turn starts with this process's heap collected, so that no
 	// turn pays for another's garbage: a turn allocates about 14 MB (a
