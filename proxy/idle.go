@@ -65,7 +65,9 @@ type Server struct {
 // come, under fasthttp's own limit.
 func (s *Server) Serve(ln net.Listener) error {
 	if tl, ok := ln.(*net.TCPListener); ok {
-		ln = &listener{TCPListener: tl, srv: s}
+		l := &listener{TCPListener: tl, srv: s}
+		l.init()
+		ln = l
 	}
 	return s.fs.Serve(ln)
 }
@@ -131,13 +133,19 @@ func (s *Server) serveParked(c *clientConn) {
 }
 
 // listener counts a TCP listener's connections against max_client_conns
-// and wraps them for parking.
+// and wraps them for parking. Where connections can park, it accepts them
+// outside Go's poller (see rawSocket).
 type listener struct {
 	*net.TCPListener
 	srv *Server
+
+	// The platform's state of accepting.
+	accepting
 }
 
-func (l *listener) Accept() (net.Conn, error) {
+// acceptPolled accepts the listener's next connection as Go's net package
+// does, in its poller, and refuses one over max_client_conns.
+func (l *listener) acceptPolled() (net.Conn, error) {
 	for {
 		c, err := l.AcceptTCP()
 		if err != nil {
@@ -152,6 +160,14 @@ func (l *listener) Accept() (net.Conn, error) {
 		cc.Init(c)
 		return cc, nil
 	}
+}
+
+// refuseConn answers a connection over max_client_conns with 503 and closes
+// it, as fasthttp does with one over its own limit.
+func refuseConn(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second)) //nolint:errcheck // the write fails instead
+	c.Write(tooManyConns)                           //nolint:errcheck // closed next either way
+	c.Close()
 }
 
 // SocketListener returns a listener whose connections are read and
@@ -178,22 +194,17 @@ var tooManyConns = func() []byte {
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
 }()
 
-// refuseConn answers a connection over max_client_conns with 503 and closes
-// it, as fasthttp does with one over its own limit.
-func refuseConn(c net.Conn) {
-	c.SetWriteDeadline(time.Now().Add(time.Second)) //nolint:errcheck // the write fails instead
-	c.Write(tooManyConns)                           //nolint:errcheck // closed next either way
-	c.Close()
-}
-
 // clientConn is a plain client connection that can be parked between
 // requests. between, deadline and parkAt belong to the goroutine serving it
 // (the parking reads parkAt while that goroutine waits in it, and deadline
-// once the connection is parked), spot to the parking (under its lock). It
-// is read and written as an upstream.Socket.
+// once the connection is parked), spot to the parking (under its lock). Its
+// socket is sock, outside Go's poller, where the platform allows (see
+// rawSocket); otherwise, and once it has left sock, it is read and written
+// as an upstream.Socket.
 type clientConn struct {
 	upstream.Socket
-	srv *Server
+	sock rawSocket
+	srv  *Server
 
 	between  bool      // fasthttp is waiting for the next request: the next Read may park
 	deadline time.Time // the idle deadline fasthttp set for that wait
@@ -201,14 +212,19 @@ type clientConn struct {
 	full     bool      // the last read filled its buffer
 	quiet    uint8     // the last waits for a request that lasted parkAfter or more, in a row, up to quietWaits
 
+	// The deadlines of the Socket, in Go's poller.
 	rd, wd upstream.LazyDeadline
 	slack  time.Duration // of the deadlines while fasthttp serves c; 0 once hijacked
 	// A read deadline set while a request is served is armed by the next
 	// Read: most requests are read whole with their first byte, and the
 	// next read is then the wait for the next request, which needs none.
-	readDeadline time.Time
-	readPending  bool
+	// The deadlines of sock are only kept: a read or write that has to
+	// wait waits until them.
+	readDeadline  time.Time
+	readPending   bool
+	writeDeadline time.Time
 
+	mu      sync.Mutex  // orders the closing of sock with its leaving (toPoller)
 	parking atomic.Bool // Read gave up waiting: fasthttp's Close parks c instead
 	closed  atomic.Bool
 	spot    parkSpot // the parking's own record of c
@@ -221,13 +237,22 @@ type clientConn struct {
 // A wait without a deadline (fastlb always has client_idle_timeout), or one
 // where connections are not parked, is fasthttp's and never parks.
 func (c *clientConn) SetReadDeadline(t time.Time) error {
+	raw := c.raw()
+	if raw {
+		c.readDeadline = t
+	}
 	if !c.between {
-		c.readDeadline, c.readPending = t, true
+		if !raw {
+			c.readDeadline, c.readPending = t, true
+		}
 		return nil
 	}
 	c.readPending = false
 	c.deadline, c.parkAt = t, t
 	if !canPark || t.IsZero() {
+		if raw {
+			return nil
+		}
 		return c.armRead(t, 0)
 	}
 	if idle := c.srv.fs.IdleTimeout; idle > parkAfter {
@@ -251,6 +276,10 @@ func (c *clientConn) armRead(t time.Time, slack time.Duration) error {
 
 // SetWriteDeadline sets c's write deadline, up to c.slack late.
 func (c *clientConn) SetWriteDeadline(t time.Time) error {
+	if c.raw() {
+		c.writeDeadline = t
+		return nil
+	}
 	if c.wd.Covers(t, c.slack) {
 		return nil
 	}
@@ -270,13 +299,19 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error {
 // the idle deadline instead.
 func (c *clientConn) Read(b []byte) (int, error) {
 	if !c.between {
-		if c.readPending {
-			c.readPending = false
-			if err := c.armRead(c.readDeadline, c.slack); err != nil {
-				return 0, err
+		var n int
+		var err error
+		if c.raw() {
+			n, err = c.readRaw(b)
+		} else {
+			if c.readPending {
+				c.readPending = false
+				if err := c.armRead(c.readDeadline, c.slack); err != nil {
+					return 0, err
+				}
 			}
+			n, err = c.Socket.Read(b)
 		}
-		n, err := c.Socket.Read(b)
 		c.full = n == len(b)
 		return n, err
 	}
@@ -309,17 +344,36 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			break // waitUnavailable
 		}
 		// Without the set there is no parking either: the wait lasts
-		// until the idle deadline.
+		// until the idle deadline, in Go's poller.
+		if c.raw() {
+			if err := c.toPoller(); err != nil {
+				return 0, err
+			}
+		}
 		if err := c.armRead(c.deadline, 0); err != nil {
 			return 0, err
 		}
 	}
-	n, err := c.Socket.Read(b)
+	var n int
+	var err error
+	if c.raw() {
+		n, err = c.readRaw(b)
+	} else {
+		n, err = c.Socket.Read(b)
+	}
 	if n == 0 && canPark && errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, c.idle()
 	}
 	c.between, c.full = false, n == len(b)
 	return n, err
+}
+
+// Write writes all of b, waiting for room until the write deadline.
+func (c *clientConn) Write(b []byte) (int, error) {
+	if c.raw() {
+		return c.writeRaw(b)
+	}
+	return c.Socket.Write(b)
 }
 
 // idle ends a wait for the next request that reached parkAt: with io.EOF,
@@ -334,10 +388,15 @@ func (c *clientConn) idle() error {
 }
 
 // SetDeadline sets both deadlines, to the time. fasthttp calls it to clear
-// them for a hijacked connection, which then leaves the parking, and whose
-// tunnel sets its own deadlines.
+// them for a hijacked connection, which then leaves the parking, and
+// whose tunnel sets its own deadlines from two goroutines at once: its
+// socket goes to Go's poller.
 func (c *clientConn) SetDeadline(t time.Time) error {
-	if canPark {
+	if c.raw() {
+		if err := c.toPoller(); err != nil {
+			return err
+		}
+	} else if canPark {
 		c.srv.leave(c)
 	}
 	c.slack, c.readPending = 0, false
@@ -350,6 +409,22 @@ func (c *clientConn) SetDeadline(t time.Time) error {
 	c.rd.Arm(t, 0)
 	c.wd.Arm(t, 0)
 	return nil
+}
+
+// LocalAddr is the address the connection was accepted on.
+func (c *clientConn) LocalAddr() net.Addr {
+	if c.raw() {
+		return c.localAddr()
+	}
+	return c.Conn.LocalAddr()
+}
+
+// RemoteAddr is the client's address.
+func (c *clientConn) RemoteAddr() net.Addr {
+	if c.raw() {
+		return c.sock.raddr
+	}
+	return c.Conn.RemoteAddr()
 }
 
 // waitResult is how a wait for the next request ended.
@@ -381,5 +456,5 @@ func (c *clientConn) close() error {
 	}
 	c.srv.forget(c)
 	c.srv.open.Add(-1)
-	return c.Conn.Close()
+	return c.closeSocket()
 }

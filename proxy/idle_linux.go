@@ -33,6 +33,7 @@ type parking struct {
 	lastID  uint64
 	waiting connList // in the order of their parkAt
 	parked  connList // in the order of their idle deadlines
+	blocked connList // reads and writes of raw sockets waiting (see Server.block)
 	armed   time.Time
 	failed  bool // the set could not be made or watched: connections wait in Go's poller
 	// stopping is set by Shutdown: waits end, and nothing parks or is
@@ -46,6 +47,8 @@ type parkSpot struct {
 	state spotState
 	ready bool            // the set reported the socket readable while nothing waited
 	wake  chan waitResult // made when it first joins the set
+	until time.Time       // the deadline of a blocked read or write
+	timer *time.Timer     // that ends it; made on the first
 
 	prev, next *clientConn // in the list of its state
 }
@@ -56,6 +59,7 @@ const (
 	serving spotState = iota
 	waiting
 	parked
+	blocked
 )
 
 // connList is a list of connections in the order they joined it.
@@ -117,13 +121,67 @@ func (s *Server) wait(c *clientConn, atOnce bool) waitResult {
 	return <-c.spot.wake
 }
 
+// block waits until c's socket, outside Go's poller, is ready or deadline
+// (zero: none) comes, for a read or write of a request being served: the
+// set reports a socket readable or writable alike, and the caller tries
+// again. Where the set is gone (Shutdown) or cannot take c, it reports
+// waitUnavailable, and the caller goes on in Go's poller.
+func (s *Server) block(c *clientConn, deadline time.Time) waitResult {
+	p := &s.parking
+	p.mu.Lock()
+	switch {
+	case p.stopping || p.failed || c.spot.id == 0 && p.join(s, c) != nil:
+		p.mu.Unlock()
+		return waitUnavailable
+	case c.spot.ready:
+		c.spot.ready = false
+		p.mu.Unlock()
+		return waitReady
+	}
+	c.spot.until = deadline
+	if !deadline.IsZero() {
+		d := time.Until(deadline)
+		if d <= 0 {
+			p.mu.Unlock()
+			return waitTimeout
+		}
+		if c.spot.timer == nil {
+			c.spot.timer = time.AfterFunc(d, func() { s.expire(c) })
+		} else {
+			c.spot.timer.Reset(d)
+		}
+	}
+	c.spot.state = blocked
+	p.blocked.push(c)
+	p.mu.Unlock()
+	return <-c.spot.wake
+}
+
+// expire ends c's blocked read or write if its deadline has come: the
+// timer of an earlier one may fire late.
+func (s *Server) expire(c *clientConn) {
+	p := &s.parking
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.spot.state == blocked && !c.spot.until.IsZero() && !time.Now().Before(c.spot.until) {
+		p.takeOut(c)
+		c.spot.wake <- waitTimeout
+	}
+}
+
 // readNow reads what c's socket holds without waiting: errNothingYet if
 // nothing (a readiness already consumed by an earlier read).
 func (c *clientConn) readNow(b []byte) (int, error) {
 	if c.spot.wake == nil {
 		return 0, errNothingYet // not in the set yet: joining it reports what is there
 	}
-	n, err := c.ReadNow(b)
+	var n int
+	var err error
+	if c.raw() {
+		n, err = c.recvNow(b)
+	} else {
+		n, err = c.ReadNow(b)
+	}
 	if err == syscall.EAGAIN {
 		return 0, errNothingYet
 	}
@@ -141,9 +199,13 @@ func (p *parking) join(s *Server, c *clientConn) error {
 		c.spot.wake = make(chan waitResult, 1)
 	}
 	id := p.lastID + 1
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: int32(id), Pad: int32(id >> 32)}
+	events := uint32(syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET)
+	if c.raw() {
+		events |= syscall.EPOLLOUT // its writes wait in the set too
+	}
+	ev := syscall.EpollEvent{Events: events, Fd: int32(id), Pad: int32(id >> 32)}
 	var err error
-	if cerr := c.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+	if cerr := c.control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
 		return cerr
 	}
 	if err != nil {
@@ -216,7 +278,7 @@ func (s *Server) leave(c *clientConn) {
 	}
 	p.forget(c)
 	if p.set != nil && !p.stopping {
-		c.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
+		c.control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
 	}
 }
 
@@ -227,7 +289,7 @@ func (p *parking) forget(c *clientConn) {
 	}
 	delete(p.conns, c.spot.id)
 	c.spot.id = 0
-	if p.takeOut(c) == waiting {
+	if st := p.takeOut(c); st == waiting || st == blocked {
 		c.spot.wake <- waitClosed
 	}
 }
@@ -241,6 +303,11 @@ func (p *parking) takeOut(c *clientConn) spotState {
 		p.waiting.remove(c)
 	case parked:
 		p.parked.remove(c)
+	case blocked:
+		p.blocked.remove(c)
+		if c.spot.timer != nil {
+			c.spot.timer.Stop()
+		}
 	}
 	c.spot.state = serving
 	return st
@@ -332,7 +399,7 @@ func (s *Server) watch(rc syscall.RawConn) {
 				continue
 			}
 			switch p.takeOut(c) {
-			case waiting:
+			case waiting, blocked:
 				c.spot.wake <- waitReady
 			case parked:
 				again = append(again, c)
@@ -420,6 +487,11 @@ func (p *parking) endAll(result waitResult) []*clientConn {
 	for c := p.waiting.oldest; c != nil; c = p.waiting.oldest {
 		p.takeOut(c)
 		c.spot.wake <- result
+	}
+	// Reads and writes of requests being served go on in Go's poller.
+	for c := p.blocked.oldest; c != nil; c = p.blocked.oldest {
+		p.takeOut(c)
+		c.spot.wake <- waitUnavailable
 	}
 	return parked
 }

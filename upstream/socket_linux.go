@@ -48,13 +48,13 @@ func (s *Socket) Init(c net.Conn) {
 	}
 	s.rc = rc
 	s.recv = func(fd uintptr) bool {
-		s.rn, s.rerr = recvfrom(fd, s.rbuf)
+		s.rn, s.rerr = Recvfrom(fd, s.rbuf, 0)
 		return s.rerr != syscall.EAGAIN
 	}
-	s.peek = func(fd uintptr) { s.rn, s.rerr = recvfrom(fd, s.rbuf) }
+	s.peek = func(fd uintptr) { s.rn, s.rerr = Recvfrom(fd, s.rbuf, 0) }
 	s.send = func(fd uintptr) bool {
 		for s.wn < len(s.wbuf) {
-			n, errno := sendto(fd, s.wbuf[s.wn:])
+			n, errno := Sendto(fd, s.wbuf[s.wn:], 0)
 			switch {
 			case errno == syscall.EAGAIN:
 				return false
@@ -71,19 +71,22 @@ func (s *Socket) Init(c net.Conn) {
 	}
 }
 
-func recvfrom(fd uintptr, b []byte) (int, syscall.Errno) {
+// Recvfrom reads into b from the socket fd with recvfrom and flags, again
+// when a signal interrupts it.
+func Recvfrom(fd uintptr, b []byte, flags int) (int, syscall.Errno) {
 	for {
-		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(flags), 0, 0)
 		if errno != syscall.EINTR {
 			return int(n), errno
 		}
 	}
 }
 
-// sendto sends with MSG_NOSIGNAL: a peer gone gives EPIPE, not SIGPIPE.
-func sendto(fd uintptr, b []byte) (int, syscall.Errno) {
+// Sendto sends b on the socket fd with sendto and flags and MSG_NOSIGNAL (a
+// peer gone gives EPIPE, not SIGPIPE), again when a signal interrupts it.
+func Sendto(fd uintptr, b []byte, flags int) (int, syscall.Errno) {
 	for {
-		n, _, errno := syscall.Syscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+		n, _, errno := syscall.Syscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(flags|syscall.MSG_NOSIGNAL), 0, 0)
 		if errno != syscall.EINTR {
 			return int(n), errno
 		}
