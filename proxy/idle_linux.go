@@ -99,18 +99,11 @@ func (l *connList) remove(c *clientConn) {
 func (s *Server) wait(c *clientConn, atOnce bool) waitResult {
 	p := &s.parking
 	p.mu.Lock()
-	switch {
-	case p.stopping:
+	if r, ok := p.settled(s, c, waitClosed); ok {
 		p.mu.Unlock()
-		return waitClosed
-	case p.failed || c.spot.id == 0 && p.join(s, c) != nil:
-		p.mu.Unlock()
-		return waitUnavailable
-	case c.spot.ready:
-		c.spot.ready = false
-		p.mu.Unlock()
-		return waitReady
-	case atOnce:
+		return r
+	}
+	if atOnce {
 		p.mu.Unlock()
 		return waitTimeout
 	}
@@ -121,6 +114,23 @@ func (s *Server) wait(c *clientConn, atOnce bool) waitResult {
 	return <-c.spot.wake
 }
 
+// settled reports how a wait of c ends before it begins, if it does: with
+// stopped once Shutdown has begun, with waitUnavailable where the set
+// cannot take c, and with waitReady if the set reported c's socket ready
+// since the last wait. The caller holds p.mu.
+func (p *parking) settled(s *Server, c *clientConn, stopped waitResult) (waitResult, bool) {
+	switch {
+	case p.stopping:
+		return stopped, true
+	case p.failed || c.spot.id == 0 && p.join(s, c) != nil:
+		return waitUnavailable, true
+	case c.spot.ready:
+		c.spot.ready = false
+		return waitReady, true
+	}
+	return 0, false
+}
+
 // block waits until c's socket, outside Go's poller, is ready or deadline
 // (zero: none) comes, for a read or write of a request being served: the
 // set reports a socket readable or writable alike, and the caller tries
@@ -129,14 +139,9 @@ func (s *Server) wait(c *clientConn, atOnce bool) waitResult {
 func (s *Server) block(c *clientConn, deadline time.Time) waitResult {
 	p := &s.parking
 	p.mu.Lock()
-	switch {
-	case p.stopping || p.failed || c.spot.id == 0 && p.join(s, c) != nil:
+	if r, ok := p.settled(s, c, waitUnavailable); ok {
 		p.mu.Unlock()
-		return waitUnavailable
-	case c.spot.ready:
-		c.spot.ready = false
-		p.mu.Unlock()
-		return waitReady
+		return r
 	}
 	c.spot.until = deadline
 	if !deadline.IsZero() {
