@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -50,6 +52,7 @@ const parkSlack = parkAfter / 8
 // parkAfter). Its methods are safe for concurrent use.
 type Server struct {
 	fs       *fasthttp.Server
+	logger   *slog.Logger
 	maxConns int64
 	slack    time.Duration // of plain client connections' deadlines (see upstream.LazyDeadline)
 	open     atomic.Int64  // plain connections accepted and not yet closed, parked ones included
@@ -65,7 +68,7 @@ type Server struct {
 // come, under fasthttp's own limit.
 func (s *Server) Serve(ln net.Listener) error {
 	if tl, ok := ln.(*net.TCPListener); ok {
-		l := &listener{TCPListener: tl, srv: s}
+		l := &listener{TCPListener: tl, srv: s, closed: make(chan struct{})}
 		l.init()
 		ln = l
 	}
@@ -137,10 +140,67 @@ func (s *Server) serveParked(c *clientConn) {
 // outside Go's poller (see rawSocket).
 type listener struct {
 	*net.TCPListener
-	srv *Server
+	srv     *Server
+	closed  chan struct{} // closed by Close
+	closing sync.Once
+	delay   time.Duration // before trying again, while accepting fails
 
 	// The platform's state of accepting.
 	accepting
+}
+
+// minAcceptDelay and maxAcceptDelay bound how long Accept waits before
+// trying again after an accept failed.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+// Accept accepts the listener's next connection. An accept that fails for
+// want of something the system may soon have again (file descriptors,
+// memory) is logged and tried again, after 5 ms, doubling up to 1 s while
+// the failures go on, as Go's net/http server does; HAProxy and nginx
+// likewise pause accepting rather than stop. (fasthttp's Serve would stop
+// for good: the listening socket stayed open, and clients queued on it
+// unanswered.)
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.acceptConn()
+		if err == nil || !retryAccept(err) {
+			l.delay = 0
+			return c, err
+		}
+		l.delay = min(max(2*l.delay, minAcceptDelay), maxAcceptDelay)
+		l.srv.logger.Warn("accepting a client connection failed; trying again", "error", err.Error(), "in", l.delay.String())
+		select {
+		case <-time.After(l.delay):
+		case <-l.closed:
+		}
+	}
+}
+
+// retryAccept reports whether accepting failed for want of something the
+// system may soon have again.
+func retryAccept(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno) && (errno.Temporary() || errno == syscall.ENOBUFS || errno == syscall.ENOMEM)
+}
+
+// Close closes the listener, ending a wait in Accept.
+func (l *listener) Close() error {
+	l.closing.Do(func() { close(l.closed) })
+	l.closeAccepting()
+	return l.TCPListener.Close()
+}
+
+// isClosed reports whether Close was called.
+func (l *listener) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 // acceptPolled accepts the listener's next connection as Go's net package

@@ -34,7 +34,9 @@ type accepting struct{}
 
 func (l *listener) init() {}
 
-func (l *listener) Accept() (net.Conn, error) { return l.acceptPolled() }
+func (l *listener) acceptConn() (net.Conn, error) { return l.acceptPolled() }
+
+func (l *listener) closeAccepting() {}
 
 func (c *clientConn) raw() bool { return false }
 

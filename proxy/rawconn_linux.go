@@ -240,7 +240,6 @@ type accepting struct {
 	nfd    int
 	sa     syscall.Sockaddr
 	err    error
-	closed atomic.Bool
 }
 
 // init prepares l to accept outside Go's poller. Where it cannot make the
@@ -272,25 +271,23 @@ func (l *listener) init() {
 	}
 }
 
-// Close closes the listener and its duplicate, ending a wait in Accept.
-func (l *listener) Close() error {
-	l.closed.Store(true)
+// closeAccepting closes the duplicate, ending a wait for a connection.
+func (l *listener) closeAccepting() {
 	if l.file != nil {
 		l.file.Close()
 	}
-	return l.TCPListener.Close()
 }
 
-// Accept accepts the listener's next connection, outside Go's poller (see
-// rawSocket) where it can, answering and closing one over
+// acceptConn accepts the listener's next connection, outside Go's poller
+// (see rawSocket) where it can, answering and closing one over
 // max_client_conns itself.
-func (l *listener) Accept() (net.Conn, error) {
+func (l *listener) acceptConn() (net.Conn, error) {
 	if l.file == nil {
 		return l.acceptPolled()
 	}
 	for {
 		if err := l.rc.Read(l.accept); err != nil {
-			if l.closed.Load() {
+			if l.isClosed() {
 				err = net.ErrClosed // what fasthttp's Serve takes for the end
 			}
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}

@@ -201,3 +201,78 @@ func TestRawReadTimeout(t *testing.T) {
 		t.Errorf("afterwards: %d", code)
 	}
 }
+
+// TestAcceptAfterDescriptorsRunOut: when the process runs out of file
+// descriptors, accepting fails, is logged and tried again, and the client
+// waiting in the listen queue is served once descriptors are free again.
+func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
+	h := startHarness(t, "", 1)
+	if code, _ := h.get("/"); code != 200 { // the backend connection is made
+		t.Fatalf("status %d", code)
+	}
+	h.client.CloseIdleConnections()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = uint64(len(entries) + 16)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+		}
+	}
+	defer restore()
+	// Fill the table, then free one descriptor for the client's socket.
+	var fill []*os.File
+	defer func() {
+		for _, f := range fill {
+			f.Close()
+		}
+	}()
+	for {
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			break
+		}
+		fill = append(fill, f)
+	}
+	if len(fill) == 0 {
+		t.Fatal("no descriptor left to fill the table with")
+	}
+	fill[len(fill)-1].Close()
+	fill = fill[:len(fill)-1]
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "a failed accept to be logged", func() bool {
+		return strings.Contains(h.logs.String(), "accepting a client connection failed")
+	})
+	for _, f := range fill {
+		f.Close()
+	}
+	fill = nil
+	restore()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, err := io.ReadAll(c)
+	if !bytes.HasPrefix(answer, []byte("HTTP/1.1 200")) {
+		t.Errorf("the client waiting while descriptors ran out: %q (%v)", answer[:min(len(answer), 100)], err)
+	}
+	if code, _ := h.get("/"); code != 200 {
+		t.Errorf("afterwards: %d", code)
+	}
+}

@@ -18,7 +18,7 @@ import (
 // default Server or Content-Type header), the configured limits and timeouts,
 // and 431 / 413 / 408 / 400 answers for requests it cannot read.
 func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *Server {
-	s := &Server{maxConns: int64(cfg.MaxClientConns)}
+	s := &Server{maxConns: int64(cfg.MaxClientConns), logger: logger}
 	s.fs = &fasthttp.Server{
 		Handler:                      handler,
 		ErrorHandler:                 errorHandler,
