@@ -68,7 +68,7 @@ type Server struct {
 // come, under fasthttp's own limit.
 func (s *Server) Serve(ln net.Listener) error {
 	if tl, ok := ln.(*net.TCPListener); ok {
-		l := &listener{TCPListener: tl, srv: s, closed: make(chan struct{})}
+		l := &listener{TCPListener: tl, srv: s, retry: newAcceptRetry(s.logger)}
 		l.init()
 		ln = l
 	}
@@ -140,13 +140,58 @@ func (s *Server) serveParked(c *clientConn) {
 // outside Go's poller (see rawSocket).
 type listener struct {
 	*net.TCPListener
-	srv     *Server
-	closed  chan struct{} // closed by Close
-	closing sync.Once
-	delay   time.Duration // before trying again, while accepting fails
+	srv   *Server
+	retry *acceptRetry
 
 	// The platform's state of accepting.
 	accepting
+}
+
+// Accept accepts the listener's next connection (see acceptRetry).
+func (l *listener) Accept() (net.Conn, error) { return l.retry.accept(l.acceptConn) }
+
+// Close closes the listener, ending a wait in Accept.
+func (l *listener) Close() error {
+	l.retry.close()
+	l.closeAccepting()
+	return l.TCPListener.Close()
+}
+
+// RetryAccepts returns ln with its accepts tried again as Server.Serve's
+// are (see acceptRetry), failures logged to logger: for the listeners that
+// do not go to Server.Serve as they are (HTTPS, the admin API).
+func RetryAccepts(ln net.Listener, logger *slog.Logger) net.Listener {
+	return &retryListener{Listener: ln, retry: newAcceptRetry(logger)}
+}
+
+type retryListener struct {
+	net.Listener
+	retry *acceptRetry
+}
+
+func (l *retryListener) Accept() (net.Conn, error) { return l.retry.accept(l.Listener.Accept) }
+
+func (l *retryListener) Close() error {
+	l.retry.close()
+	return l.Listener.Close()
+}
+
+// acceptRetry is a listener's trying again of accepts that fail for want
+// of something the system may soon have again (file descriptors, memory):
+// logged, and tried again after 5 ms, doubling up to 1 s while the
+// failures go on, as Go's net/http server does; HAProxy and nginx likewise
+// pause accepting rather than stop. (fasthttp's Serve stops for good on
+// such an error: the listening socket stayed open, and clients queued on
+// it unanswered.)
+type acceptRetry struct {
+	logger  *slog.Logger
+	closed  chan struct{} // closed by close
+	closing sync.Once
+	delay   time.Duration // before trying again, while accepting fails
+}
+
+func newAcceptRetry(logger *slog.Logger) *acceptRetry {
+	return &acceptRetry{logger: logger, closed: make(chan struct{})}
 }
 
 // minAcceptDelay and maxAcceptDelay bound how long Accept waits before
@@ -156,25 +201,20 @@ const (
 	maxAcceptDelay = time.Second
 )
 
-// Accept accepts the listener's next connection. An accept that fails for
-// want of something the system may soon have again (file descriptors,
-// memory) is logged and tried again, after 5 ms, doubling up to 1 s while
-// the failures go on, as Go's net/http server does; HAProxy and nginx
-// likewise pause accepting rather than stop. (fasthttp's Serve would stop
-// for good: the listening socket stayed open, and clients queued on it
-// unanswered.)
-func (l *listener) Accept() (net.Conn, error) {
+// accept calls try until it accepts a connection or fails for good,
+// waiting between failures that may pass, or until close.
+func (r *acceptRetry) accept(try func() (net.Conn, error)) (net.Conn, error) {
 	for {
-		c, err := l.acceptConn()
-		if err == nil || !retryAccept(err) {
-			l.delay = 0
+		c, err := try()
+		if err == nil || !retryAccept(err) || r.isClosed() {
+			r.delay = 0
 			return c, err
 		}
-		l.delay = min(max(2*l.delay, minAcceptDelay), maxAcceptDelay)
-		l.srv.logger.Warn("accepting a client connection failed; trying again", "error", err.Error(), "in", l.delay.String())
+		r.delay = min(max(2*r.delay, minAcceptDelay), maxAcceptDelay)
+		r.logger.Warn("accepting a client connection failed; trying again", "error", err.Error(), "in", r.delay.String())
 		select {
-		case <-time.After(l.delay):
-		case <-l.closed:
+		case <-time.After(r.delay):
+		case <-r.closed:
 		}
 	}
 }
@@ -186,17 +226,13 @@ func retryAccept(err error) bool {
 	return errors.As(err, &errno) && (errno.Temporary() || errno == syscall.ENOBUFS || errno == syscall.ENOMEM)
 }
 
-// Close closes the listener, ending a wait in Accept.
-func (l *listener) Close() error {
-	l.closing.Do(func() { close(l.closed) })
-	l.closeAccepting()
-	return l.TCPListener.Close()
-}
+// close ends a wait between failures, and any more retrying.
+func (r *acceptRetry) close() { r.closing.Do(func() { close(r.closed) }) }
 
-// isClosed reports whether Close was called.
-func (l *listener) isClosed() bool {
+// isClosed reports whether close was called.
+func (r *acceptRetry) isClosed() bool {
 	select {
-	case <-l.closed:
+	case <-r.closed:
 		return true
 	default:
 		return false

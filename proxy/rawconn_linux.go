@@ -287,7 +287,7 @@ func (l *listener) acceptConn() (net.Conn, error) {
 	}
 	for {
 		if err := l.rc.Read(l.accept); err != nil {
-			if l.isClosed() {
+			if l.retry.isClosed() {
 				err = net.ErrClosed // what fasthttp's Serve takes for the end
 			}
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}

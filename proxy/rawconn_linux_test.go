@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -202,15 +203,12 @@ func TestRawReadTimeout(t *testing.T) {
 	}
 }
 
-// TestAcceptAfterDescriptorsRunOut: when the process runs out of file
-// descriptors, accepting fails, is logged and tried again, and the client
-// waiting in the listen queue is served once descriptors are free again.
-func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
-	h := startHarness(t, "", 1)
-	if code, _ := h.get("/"); code != 200 { // the backend connection is made
-		t.Fatalf("status %d", code)
-	}
-	h.client.CloseIdleConnections()
+// useUpDescriptors lowers the process's limit of open files to a little
+// above what it has open and opens /dev/null until the limit is reached,
+// then closes one, for one socket more. release closes the rest and puts
+// the limit back; the test's cleanup calls it too.
+func useUpDescriptors(t *testing.T) (release func()) {
+	t.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
@@ -224,21 +222,19 @@ func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
-		}
-	}
-	defer restore()
-	// Fill the table, then free one descriptor for the client's socket.
 	var fill []*os.File
-	defer func() {
+	released := false
+	release = func() {
+		if released {
+			return
+		}
+		released = true
 		for _, f := range fill {
 			f.Close()
 		}
-	}()
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	}
+	t.Cleanup(release)
 	for {
 		f, err := os.Open("/dev/null")
 		if err != nil {
@@ -247,10 +243,23 @@ func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
 		fill = append(fill, f)
 	}
 	if len(fill) == 0 {
-		t.Fatal("no descriptor left to fill the table with")
+		t.Fatal("no descriptor left to use up")
 	}
 	fill[len(fill)-1].Close()
 	fill = fill[:len(fill)-1]
+	return release
+}
+
+// TestAcceptAfterDescriptorsRunOut: when the process runs out of file
+// descriptors, accepting fails, is logged and tried again, and the client
+// waiting in the listen queue is served once descriptors are free again.
+func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
+	h := startHarness(t, "", 1)
+	if code, _ := h.get("/"); code != 200 { // the backend connection is made
+		t.Fatalf("status %d", code)
+	}
+	h.client.CloseIdleConnections()
+	release := useUpDescriptors(t)
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -259,11 +268,7 @@ func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
 	waitFor(t, "a failed accept to be logged", func() bool {
 		return strings.Contains(h.logs.String(), "accepting a client connection failed")
 	})
-	for _, f := range fill {
-		f.Close()
-	}
-	fill = nil
-	restore()
+	release()
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -275,4 +280,76 @@ func TestAcceptAfterDescriptorsRunOut(t *testing.T) {
 	if code, _ := h.get("/"); code != 200 {
 		t.Errorf("afterwards: %d", code)
 	}
+}
+
+// TestRetryAccepts: a listener of RetryAccepts (HTTPS, the admin API)
+// tries failed accepts again like Server.Serve's, and Close ends a wait
+// between tries at once.
+func TestRetryAccepts(t *testing.T) {
+	logs := &syncBuffer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := RetryAccepts(ln, slog.New(slog.NewTextHandler(logs, nil)))
+	defer r.Close()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	accept := func() chan accepted {
+		ch := make(chan accepted, 1)
+		go func() {
+			c, err := r.Accept()
+			ch <- accepted{c, err}
+		}()
+		return ch
+	}
+	release := useUpDescriptors(t)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := accept()
+	waitFor(t, "a failed accept to be logged", func() bool {
+		return strings.Contains(logs.String(), "too many open files")
+	})
+	release()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("Accept once descriptors were free: %v", a.err)
+		}
+		a.c.Close()
+	case <-time.After(3 * time.Second):
+		t.Fatal("Accept did not try again")
+	}
+
+	// Close while waiting between tries.
+	release = useUpDescriptors(t)
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	got = accept()
+	waitFor(t, "two failed accepts to be logged", func() bool {
+		return strings.Count(logs.String(), "too many open files") >= 3
+	})
+	start := time.Now()
+	r.Close()
+	select {
+	case a := <-got:
+		if a.err == nil {
+			a.c.Close()
+			t.Error("Accept after Close accepted a connection")
+		}
+		if took := time.Since(start); took > 500*time.Millisecond {
+			t.Errorf("Accept returned %v after Close", took)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close did not end Accept")
+	}
+	release()
 }

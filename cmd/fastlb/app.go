@@ -229,11 +229,11 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	go func() { a.served <- a.servers[0].Serve(ln) }()
 	if tlsLn != nil {
 		go func() {
-			a.served <- a.servers[1].Serve(tls.NewListener(proxy.SocketListener(tlsLn), a.tlsListener.Config()))
+			a.served <- a.servers[1].Serve(tls.NewListener(proxy.SocketListener(proxy.RetryAccepts(tlsLn, a.logger)), a.tlsListener.Config()))
 		}()
 		go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
 	}
-	go func() { a.served <- a.adminServer.Serve(adminLn) }()
+	go func() { a.served <- a.adminServer.Serve(proxy.RetryAccepts(adminLn, a.logger)) }()
 
 	snap := a.pool.Snapshot()
 	var backends []string
