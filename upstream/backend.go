@@ -139,8 +139,15 @@ type clientSettings struct {
 
 func newClientSettings(o ClientOptions) *clientSettings {
 	c := &clientSettings{maxHeaderBytes: o.MaxHeaderBytes, tls: o.TLS,
-		room:   room{tokens: make(chan struct{}, 64)},
-		dialer: fasthttp.TCPDialer{DNSCacheDuration: time.Minute}, // Concurrency 0: unlimited
+		room: room{tokens: make(chan struct{}, 64)},
+		// Concurrency 0: unlimited. KeepAlive -1: no TCP keep-alive
+		// probes, as HAProxy (no srvtcpka) and nginx
+		// (proxy_socket_keepalive off) have it by default. Go's dialer
+		// would set them with four setsockopt calls per connection, and
+		// they could never fire: pooled connections close after 4 s idle
+		// (MaxIdleConnDuration), before the first probe at 15 s, and
+		// backend_timeout bounds a request's waits.
+		dialer: fasthttp.TCPDialer{DNSCacheDuration: time.Minute, KeepAlive: -1},
 	}
 	c.connectTimeout.Store(int64(o.ConnectTimeout))
 	c.backendTimeout.Store(int64(o.BackendTimeout))
