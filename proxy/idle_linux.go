@@ -210,7 +210,7 @@ func (p *parking) join(s *Server, c *clientConn) error {
 	}
 	ev := syscall.EpollEvent{Events: events, Fd: int32(id), Pad: int32(id >> 32)}
 	var err error
-	if cerr := c.control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+	if cerr := c.Control(func(fd uintptr) { err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
 		return cerr
 	}
 	if err != nil {
@@ -283,7 +283,7 @@ func (s *Server) leave(c *clientConn) {
 	}
 	p.forget(c)
 	if p.set != nil && !p.stopping {
-		c.control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
+		c.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) }) //nolint:errcheck // its events would only be ignored
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 
 // rawSocket is a plain client connection's TCP socket kept out of Go's
 // poller. It is accepted in blocking mode, which keeps os.NewFile from
-// registering it there, read and written with MSG_DONTWAIT, and waited on
-// only in the parking's epoll set (see Server.block). A request arriving
+// registering it there, read and written with MSG_DONTWAIT (clientConn's
+// Socket, made with upstream.Socket.InitRaw), and waited on only in the
+// parking's epoll set (see Server.block). A request arriving
 // then wakes two epoll entries, the socket's in the set and the set's in
 // Go's poller, where a socket in both Go's poller and the set woke three
 // (on CPU 1 of make bench, the wake-up of an arriving request cost 0.87 µs
@@ -28,32 +29,22 @@ import (
 // when it is hijacked, since a tunnel reads and writes at once, and when
 // the set is gone (Shutdown) or failed.
 type rawSocket struct {
-	file  *os.File // nil: the connection is clientConn.Socket's
-	rc    syscall.RawConn
+	file  *os.File // nil: the connection is in Go's poller
 	raddr *net.TCPAddr
 	laddr atomic.Pointer[net.TCPAddr] // looked up on first use
-
-	// recv and send read into and write from buf, reporting in n and
-	// errno: made once per socket because a closure per call would
-	// allocate.
-	recv, send func(fd uintptr)
-	buf        []byte
-	n          int
-	errno      syscall.Errno
 }
 
-// init makes s the socket of the blocking descriptor fd, accepted from
-// a peer at raddr.
-func (s *rawSocket) init(fd int, raddr *net.TCPAddr) error {
+// initRaw makes c's socket the blocking descriptor fd, accepted from a
+// peer at raddr.
+func (c *clientConn) initRaw(fd int, raddr *net.TCPAddr) error {
 	f := os.NewFile(uintptr(fd), "")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return err
 	}
-	s.file, s.rc, s.raddr = f, rc, raddr
-	s.recv = func(fd uintptr) { s.n, s.errno = upstream.Recvfrom(fd, s.buf, syscall.MSG_DONTWAIT) }
-	s.send = func(fd uintptr) { s.n, s.errno = upstream.Sendto(fd, s.buf, syscall.MSG_DONTWAIT) }
+	c.sock.file, c.sock.raddr = f, raddr
+	c.Socket.InitRaw(rc)
 	return nil
 }
 
@@ -63,21 +54,11 @@ func (c *clientConn) raw() bool { return c.sock.file != nil }
 // recvNow reads what the socket holds without waiting: syscall.EAGAIN if
 // nothing.
 func (c *clientConn) recvNow(b []byte) (int, error) {
-	s := &c.sock
-	s.buf = b
-	err := s.rc.Control(s.recv)
-	s.buf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case s.errno == syscall.EAGAIN:
-		return 0, syscall.EAGAIN
-	case s.errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("recvfrom", s.errno))
-	case s.n == 0 && len(b) > 0:
-		return 0, io.EOF
+	n, err := c.Socket.ReadNow(b)
+	if err != nil && err != syscall.EAGAIN && err != io.EOF {
+		err = c.opError("read", err)
 	}
-	return s.n, nil
+	return n, err
 }
 
 // readRaw reads like net.Conn's Read, waiting in the parking's set for
@@ -108,22 +89,15 @@ func (c *clientConn) readRaw(b []byte) (int, error) {
 // writeRaw writes all of b like net.Conn's Write, waiting in the parking's
 // set for room in the socket's buffer until the write deadline.
 func (c *clientConn) writeRaw(b []byte) (int, error) {
-	s := &c.sock
 	n := 0
 	for n < len(b) {
-		s.buf = b[n:]
-		err := s.rc.Control(s.send)
-		s.buf = nil
+		m, err := c.Socket.WriteNow(b[n:])
+		n += m
 		switch {
-		case err != nil:
-			return n, c.opError("write", err)
-		case s.errno == 0 && s.n == 0:
-			return n, c.opError("write", io.ErrUnexpectedEOF) // as net.Conn's Write reports a send of nothing
-		case s.errno == 0:
-			n += s.n
+		case err == nil:
 			continue
-		case s.errno != syscall.EAGAIN:
-			return n, c.opError("write", os.NewSyscallError("sendto", s.errno))
+		case err != syscall.EAGAIN:
+			return n, c.opError("write", err)
 		}
 		switch c.srv.block(c, c.writeDeadline) {
 		case waitTimeout:
@@ -158,7 +132,7 @@ func (c *clientConn) toPoller() error {
 		return c.opError("read", err)
 	}
 	c.sock.file.Close() //nolint:errcheck // the duplicate holds the socket
-	c.sock.file, c.sock.rc = nil, nil
+	c.sock.file = nil
 	c.Socket.Init(nc)
 	if err := c.armRead(c.readDeadline, 0); err != nil {
 		return err
@@ -181,14 +155,6 @@ func (c *clientConn) closeSocket() error {
 	return f.Close()
 }
 
-// control runs f with c's descriptor.
-func (c *clientConn) control(f func(fd uintptr)) error {
-	if c.raw() {
-		return c.sock.rc.Control(f)
-	}
-	return c.Socket.Control(f)
-}
-
 // localAddr is the address c was accepted on, looked up once.
 func (c *clientConn) localAddr() net.Addr {
 	if a := c.sock.laddr.Load(); a != nil {
@@ -196,7 +162,7 @@ func (c *clientConn) localAddr() net.Addr {
 	}
 	var sa syscall.Sockaddr
 	var err error
-	if cerr := c.sock.rc.Control(func(fd uintptr) { sa, err = syscall.Getsockname(int(fd)) }); cerr != nil || err != nil {
+	if cerr := c.Control(func(fd uintptr) { sa, err = syscall.Getsockname(int(fd)) }); cerr != nil || err != nil {
 		return &net.TCPAddr{}
 	}
 	a := tcpAddr(sa)
@@ -312,7 +278,7 @@ func (l *listener) acceptConn() (net.Conn, error) {
 		// (accepted sockets do not take it from the listening one).
 		syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) //nolint:errcheck // as Go's: answers go out a little later without it
 		c := &clientConn{srv: l.srv, slack: l.srv.slack}
-		if err := c.sock.init(fd, tcpAddr(sa)); err != nil {
+		if err := c.initRaw(fd, tcpAddr(sa)); err != nil {
 			l.srv.open.Add(-1) // init closed fd
 			return nil, err
 		}

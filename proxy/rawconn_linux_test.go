@@ -71,7 +71,7 @@ func TestRawSockets(t *testing.T) {
 	}
 	var fd, nodelay int
 	var err error
-	c.control(func(s uintptr) {
+	c.Control(func(s uintptr) {
 		fd = int(s)
 		nodelay, err = syscall.GetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
 	})

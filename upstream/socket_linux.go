@@ -27,12 +27,12 @@ type Socket struct {
 	// recv and peek read into rbuf, send writes wbuf, each reporting in
 	// the fields after it: made once per socket because a closure per call
 	// would allocate.
-	recv, send func(fd uintptr) bool
-	peek       func(fd uintptr)
-	rbuf, wbuf []byte
-	rn, wn     int
-	rerr       syscall.Errno
-	werr       error
+	recv, send    func(fd uintptr) bool
+	peek, sendNow func(fd uintptr)
+	rbuf, wbuf    []byte
+	rn, wn        int
+	rerr          syscall.Errno
+	werr          error
 }
 
 // Init makes s the socket of c.
@@ -46,15 +46,31 @@ func (s *Socket) Init(c net.Conn) {
 	if err != nil {
 		return
 	}
+	s.init(rc, 0)
+}
+
+// InitRaw makes s the socket of a descriptor in blocking mode outside Go's
+// poller, reached through rc (an os.File's): one whose readiness is
+// watched elsewhere (the proxy's client sockets). Such a socket is read
+// with ReadNow and written with WriteNow, both with MSG_DONTWAIT, and has
+// no net.Conn: its errors are left for its owner to name.
+func (s *Socket) InitRaw(rc syscall.RawConn) {
+	*s = Socket{}
+	s.init(rc, syscall.MSG_DONTWAIT)
+}
+
+// init makes the closures that read and write through rc with flags.
+func (s *Socket) init(rc syscall.RawConn, flags int) {
 	s.rc = rc
 	s.recv = func(fd uintptr) bool {
-		s.rn, s.rerr = Recvfrom(fd, s.rbuf, 0)
+		s.rn, s.rerr = Recvfrom(fd, s.rbuf, flags)
 		return s.rerr != syscall.EAGAIN
 	}
-	s.peek = func(fd uintptr) { s.rn, s.rerr = Recvfrom(fd, s.rbuf, 0) }
+	s.peek = func(fd uintptr) { s.rn, s.rerr = Recvfrom(fd, s.rbuf, flags) }
+	s.sendNow = func(fd uintptr) { s.send(fd) }
 	s.send = func(fd uintptr) bool {
 		for s.wn < len(s.wbuf) {
-			n, errno := Sendto(fd, s.wbuf[s.wn:], 0)
+			n, errno := Sendto(fd, s.wbuf[s.wn:], flags)
 			switch {
 			case errno == syscall.EAGAIN:
 				return false
@@ -161,7 +177,29 @@ func (s *Socket) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// errNoSocket is what ReadNow and Control report for a connection that is
+// WriteNow writes as much of b as the socket's buffer takes without
+// waiting: syscall.EAGAIN, with the count written, if not all of it.
+func (s *Socket) WriteNow(b []byte) (int, error) {
+	if s.rc == nil {
+		return 0, errNoSocket
+	}
+	s.wbuf, s.wn, s.werr = b, 0, nil
+	err := s.rc.Control(s.sendNow)
+	if err == nil {
+		err = s.werr
+	}
+	n := s.wn
+	s.wbuf, s.werr = nil, nil
+	switch {
+	case err != nil:
+		return n, s.opError("write", err)
+	case n < len(b):
+		return n, syscall.EAGAIN
+	}
+	return n, nil
+}
+
+// errNoSocket is what ReadNow, WriteNow and Control report for a connection that is
 // not a TCP socket.
 var errNoSocket = errors.New("not a TCP socket")
 
@@ -175,8 +213,12 @@ func (s *Socket) Control(f func(fd uintptr)) error {
 
 // opError is err as net.Conn's Read and Write report it: a *net.OpError
 // naming the operation and the connection's addresses. An error of the
-// RawConn is one already, named raw-read or raw-write: it is renamed.
+// RawConn is one already, named raw-read or raw-write: it is renamed. A
+// socket of InitRaw has no addresses: err is left as it is.
 func (s *Socket) opError(op string, err error) error {
+	if s.Conn == nil {
+		return err
+	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		oe.Op = op

@@ -242,3 +242,49 @@ func TestBackendConnectionsWithoutKeepAliveProbes(t *testing.T) {
 		t.Errorf("TCP_NODELAY %d (%v), want it set", noDelay, nerr)
 	}
 }
+
+// A socket of InitRaw, a blocking descriptor outside Go's poller, is read
+// and written without waiting: what fits, then EAGAIN.
+func TestSocketRaw(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "raw") // blocking: not in Go's poller
+	defer f.Close()
+	peer := os.NewFile(uintptr(fds[1]), "peer")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Socket{}
+	s.InitRaw(rc)
+	buf := make([]byte, 16)
+	if n, err := s.ReadNow(buf); n != 0 || err != syscall.EAGAIN {
+		t.Fatalf("ReadNow of an empty socket = %d, %v; want EAGAIN", n, err)
+	}
+	big := make([]byte, 8<<20)
+	n, err := s.WriteNow(big)
+	if err != syscall.EAGAIN || n <= 0 || n >= len(big) {
+		t.Fatalf("WriteNow of 8 MiB = %d, %v; want part of it and EAGAIN", n, err)
+	}
+	got := make(chan int64)
+	go func() {
+		m, _ := io.Copy(io.Discard, peer)
+		got <- m
+	}()
+	sent := n
+	deadline := time.Now().Add(5 * time.Second)
+	for sent < len(big) && time.Now().Before(deadline) {
+		m, err := s.WriteNow(big[sent:])
+		sent += m
+		if err != nil && err != syscall.EAGAIN {
+			t.Fatalf("WriteNow: %v", err)
+		}
+	}
+	f.Close()
+	if m := <-got; m != int64(len(big)) || sent != len(big) {
+		t.Fatalf("sent %d, the peer read %d of %d", sent, m, len(big))
+	}
+	peer.Close()
+}
