@@ -63,10 +63,10 @@ func (s *Socket) InitRaw(rc syscall.RawConn) {
 func (s *Socket) init(rc syscall.RawConn, flags int) {
 	s.rc = rc
 	s.recv = func(fd uintptr) bool {
-		s.rn, s.rerr = Recvfrom(fd, s.rbuf, flags)
+		s.rn, s.rerr = recvfrom(fd, s.rbuf, flags)
 		return s.rerr != syscall.EAGAIN
 	}
-	s.peek = func(fd uintptr) { s.rn, s.rerr = Recvfrom(fd, s.rbuf, flags) }
+	s.peek = func(fd uintptr) { s.rn, s.rerr = recvfrom(fd, s.rbuf, flags) }
 	s.sendNow = func(fd uintptr) { s.send(fd) }
 	s.send = func(fd uintptr) bool {
 		for s.wn < len(s.wbuf) {
@@ -87,9 +87,9 @@ func (s *Socket) init(rc syscall.RawConn, flags int) {
 	}
 }
 
-// Recvfrom reads into b from the socket fd with recvfrom and flags, again
+// recvfrom reads into b from the socket fd with recvfrom and flags, again
 // when a signal interrupts it.
-func Recvfrom(fd uintptr, b []byte, flags int) (int, syscall.Errno) {
+func recvfrom(fd uintptr, b []byte, flags int) (int, syscall.Errno) {
 	for {
 		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(flags), 0, 0)
 		if errno != syscall.EINTR {
@@ -164,17 +164,7 @@ func (s *Socket) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	s.wbuf, s.wn, s.werr = b, 0, nil
-	err := s.rc.Write(s.send)
-	if err == nil {
-		err = s.werr
-	}
-	n := s.wn
-	s.wbuf, s.werr = nil, nil
-	if err != nil {
-		return n, s.opError("write", err)
-	}
-	return n, nil
+	return s.write(b, true)
 }
 
 // WriteNow writes as much of b as the socket's buffer takes without
@@ -183,18 +173,30 @@ func (s *Socket) WriteNow(b []byte) (int, error) {
 	if s.rc == nil {
 		return 0, errNoSocket
 	}
+	n, err := s.write(b, false)
+	if err == nil && n < len(b) {
+		err = syscall.EAGAIN
+	}
+	return n, err
+}
+
+// write sends b through the RawConn, waiting for room in the socket's
+// buffer or not.
+func (s *Socket) write(b []byte, wait bool) (int, error) {
 	s.wbuf, s.wn, s.werr = b, 0, nil
-	err := s.rc.Control(s.sendNow)
+	var err error
+	if wait {
+		err = s.rc.Write(s.send)
+	} else {
+		err = s.rc.Control(s.sendNow)
+	}
 	if err == nil {
 		err = s.werr
 	}
 	n := s.wn
 	s.wbuf, s.werr = nil, nil
-	switch {
-	case err != nil:
+	if err != nil {
 		return n, s.opError("write", err)
-	case n < len(b):
-		return n, syscall.EAGAIN
 	}
 	return n, nil
 }
