@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -33,6 +32,10 @@ type Runtime interface {
 	Config() *config.Config
 	// Reload re-reads the configuration file and applies it, as SIGHUP does.
 	Reload() (*ReloadResult, error)
+	// Exclusive runs fn while no reload runs, and no other fn: a change of
+	// the backends and its write-back to the file (admin_persist) happen
+	// together, never with a reload reading the file between them.
+	Exclusive(fn func())
 }
 
 // ReloadResult tells what a reload changed.
@@ -60,8 +63,6 @@ type Options struct {
 type API struct {
 	opts    Options
 	handler fasthttp.RequestHandler
-
-	persistMu sync.Mutex // serializes changes and their write-back
 }
 
 // New builds the admin API's routes.
@@ -340,22 +341,22 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
 		return
 	}
-	a.persistMu.Lock()
-	defer a.persistMu.Unlock()
-	b, err := a.opts.Pool.Add(c)
-	switch {
-	case errors.Is(err, upstream.ErrExists):
-		writeError(ctx, fasthttp.StatusConflict, "%v", err)
-		return
-	case err != nil:
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
-		return
-	}
-	if !a.persist(ctx) {
-		return
-	}
-	ctx.Response.Header.Set("Location", "/api/v1/backends/"+url.PathEscape(b.ID))
-	writeJSON(ctx, fasthttp.StatusCreated, view(b))
+	a.opts.Runtime.Exclusive(func() {
+		b, err := a.opts.Pool.Add(c)
+		switch {
+		case errors.Is(err, upstream.ErrExists):
+			writeError(ctx, fasthttp.StatusConflict, "%v", err)
+			return
+		case err != nil:
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
+			return
+		}
+		if !a.persist(ctx) {
+			return
+		}
+		ctx.Response.Header.Set("Location", "/api/v1/backends/"+url.PathEscape(b.ID))
+		writeJSON(ctx, fasthttp.StatusCreated, view(b))
+	})
 }
 
 func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
@@ -368,8 +369,12 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return
 	}
-	a.persistMu.Lock()
-	defer a.persistMu.Unlock()
+	a.opts.Runtime.Exclusive(func() { a.patch(ctx, id, weight, state) })
+}
+
+// patch changes a backend's weight and state and writes them back.
+func (a *API) patch(ctx *fasthttp.RequestCtx, id string, weight *int, state *upstream.State) {
+	var err error
 	if a.opts.Pool.Snapshot().Lookup(id) == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "no backend %q", id)
 		return
@@ -437,16 +442,16 @@ func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	a.persistMu.Lock()
-	defer a.persistMu.Unlock()
-	if err := a.opts.Pool.Remove(id); err != nil {
-		writeError(ctx, statusOf(err), "%v", err)
-		return
-	}
-	if !a.persist(ctx) {
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	a.opts.Runtime.Exclusive(func() {
+		if err := a.opts.Pool.Remove(id); err != nil {
+			writeError(ctx, statusOf(err), "%v", err)
+			return
+		}
+		if !a.persist(ctx) {
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	})
 }
 
 func statusOf(err error) int {
@@ -461,8 +466,6 @@ func (a *API) config(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) reload(ctx *fasthttp.RequestCtx) {
-	a.persistMu.Lock()
-	defer a.persistMu.Unlock()
 	res, err := a.opts.Runtime.Reload()
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "reload refused, the configuration in force is unchanged: %s", oneLine(err))

@@ -26,10 +26,11 @@ import (
 // runtime is a Runtime over a configuration file, reloading the way
 // cmd/fastlb does for the backends.
 type runtime struct {
-	mu   sync.Mutex
-	path string
-	cfg  *config.Config
-	pool *upstream.Pool
+	changing sync.Mutex // Exclusive and Reload
+	mu       sync.Mutex
+	path     string
+	cfg      *config.Config
+	pool     *upstream.Pool
 }
 
 func (r *runtime) Config() *config.Config {
@@ -38,7 +39,15 @@ func (r *runtime) Config() *config.Config {
 	return r.cfg
 }
 
+func (r *runtime) Exclusive(fn func()) {
+	r.changing.Lock()
+	defer r.changing.Unlock()
+	fn()
+}
+
 func (r *runtime) Reload() (*ReloadResult, error) {
+	r.changing.Lock()
+	defer r.changing.Unlock()
 	next, err := config.Load(r.path)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,10 @@ const parkSlack = parkAfter / 8
 // parkAfter). Its methods are safe for concurrent use.
 type Server struct {
 	fs       *fasthttp.Server
+	draining atomic.Bool // answers carry Connection: close (see ShutdownWithContext)
+	lnMu     sync.Mutex
+	lns      []*onceListener // being served
+	serving  atomic.Int32    // Serve calls running
 	logger   *slog.Logger
 	maxConns int64
 	slack    time.Duration // of plain client connections' deadlines (see upstream.LazyDeadline)
@@ -72,22 +76,82 @@ func (s *Server) Serve(ln net.Listener) error {
 		l.init()
 		ln = l
 	}
-	return s.fs.Serve(ln)
+	ol := &onceListener{Listener: ln}
+	s.lnMu.Lock()
+	s.lns = append(s.lns, ol)
+	s.lnMu.Unlock()
+	s.serving.Add(1)
+	defer s.serving.Add(-1)
+	return s.fs.Serve(ol)
+}
+
+// onceListener is a listener that both the drain and fasthttp's Shutdown
+// close: the second Close does nothing and reports no error.
+type onceListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
 }
 
 // OpenConnections is the number of client connections open: those fasthttp
 // is serving and those parked.
 func (s *Server) OpenConnections() int {
-	return int(s.fs.GetOpenConnectionsCount()) + s.parkedCount()
+	// fasthttp counts each Serve that is accepting as one more connection,
+	// and takes one off for it while no Shutdown runs, whatever the number
+	// of Serve calls.
+	return int(s.fs.GetOpenConnectionsCount()) + 1 - int(s.serving.Load()) + s.parkedCount()
 }
 
 // Shutdown stops accepting, closes idle connections, parked ones included,
 // and waits for in-flight requests to finish.
 func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Background()) }
 
+// drainIdle is how long a keep-alive connection may stay idle, after a
+// shutdown began, before it is closed without an answer. A client in the
+// middle of its work sends its next request within a round trip and its
+// own processing of the last answer, milliseconds; a browser fetching a
+// page's parts, within a few hundred. Closing a connection at that moment
+// would fail the request it is already sending, since nothing tells the
+// client before it writes. One idle for a second is between bursts: it is
+// closed, as nginx and HAProxy close idle connections when they stop.
+const drainIdle = time.Second
+
 // ShutdownWithContext is Shutdown that gives up waiting when ctx ends,
 // returning ctx.Err().
+//
+// It first stops accepting and, for drainIdle (less once no connection is
+// left, or when ctx ends sooner), answers every request with Connection:
+// close, so that a client sending its next request on a keep-alive
+// connection gets its answer and is told to go elsewhere rather than
+// finding the connection closed under it. Then it closes the connections
+// left idle, all idle since before the shutdown began, and waits for the
+// requests still in flight.
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
+	s.draining.Store(true)
+	s.lnMu.Lock()
+	for _, ln := range s.lns {
+		ln.Close() //nolint:errcheck // fasthttp's Shutdown reports it
+	}
+	s.lnMu.Unlock()
+	drained := time.NewTimer(drainIdle)
+	tick := time.NewTicker(10 * time.Millisecond)
+wait:
+	for s.OpenConnections() > 0 {
+		select {
+		case <-tick.C:
+		case <-drained.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	tick.Stop()
+	drained.Stop()
 	s.closeParked() // and any connection parking from now on is closed
 	s.workers.stop()
 	err := s.fs.ShutdownWithContext(ctx)

@@ -330,8 +330,9 @@ func TestMaxClientConnsCountsParked(t *testing.T) {
 	}
 }
 
-// TestShutdownClosesParked: shutdown closes parked connections at once and
-// lets a request that woke one just before finish.
+// TestShutdownClosesParked: shutdown closes parked connections once they
+// have stayed idle for drainIdle, and lets a request that woke one just
+// before finish.
 func TestShutdownClosesParked(t *testing.T) {
 	h := startHarness(t, "", 1)
 	idle := h.dialKeepAlive()
@@ -347,8 +348,8 @@ func TestShutdownClosesParked(t *testing.T) {
 	h.waitParked(1)
 	start := time.Now()
 	done := h.shutdown()
-	if closed, took := idle.closedWithin(2 * time.Second); !closed || took > time.Second {
-		t.Errorf("parked connection at shutdown: closed %v after %v", closed, took)
+	if closed, took := idle.closedWithin(drainIdle + 2*time.Second); !closed || took < drainIdle-50*time.Millisecond || took > drainIdle+time.Second {
+		t.Errorf("parked connection at shutdown: closed %v after %v, want after about %v", closed, took, drainIdle)
 	}
 	if status, _ := busy.answer(); status != 200 {
 		t.Errorf("request in flight at shutdown: %d", status)
@@ -356,7 +357,7 @@ func TestShutdownClosesParked(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > drainIdle+2*time.Second {
 		t.Errorf("shutdown took %v", took)
 	}
 	if n := h.server.open.Load(); n != 0 {
@@ -449,7 +450,8 @@ func TestPipelinedBurstOnBufferBoundaries(t *testing.T) {
 }
 
 // TestShutdownEndsWaits: a connection waiting for its next request, not yet
-// parked, is closed at shutdown at once.
+// parked, is closed at shutdown once it has stayed idle for drainIdle, and
+// shutdown ends then.
 func TestShutdownEndsWaits(t *testing.T) {
 	h := startHarness(t, "", 1)
 	k := h.dialKeepAlive()
@@ -459,13 +461,13 @@ func TestShutdownEndsWaits(t *testing.T) {
 	}
 	start := time.Now()
 	done := h.shutdown()
-	if closed, took := k.closedWithin(2 * time.Second); !closed || took > time.Second {
-		t.Errorf("waiting connection at shutdown: closed %v after %v", closed, took)
+	if closed, took := k.closedWithin(drainIdle + 2*time.Second); !closed || took < drainIdle-50*time.Millisecond || took > drainIdle+time.Second {
+		t.Errorf("waiting connection at shutdown: closed %v after %v, want after about %v", closed, took, drainIdle)
 	}
 	if err := <-done; err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
-	if took := time.Since(start); took > time.Second {
+	if took := time.Since(start); took > drainIdle+time.Second {
 		t.Errorf("shutdown took %v", took)
 	}
 	if p := h.parkedConns(); p != 0 {
@@ -526,4 +528,53 @@ func cpuTime(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestShutdownAnswersWithClose: during a shutdown a request arriving on an
+// idle keep-alive connection, parked or not, is answered, with
+// Connection: close, and the connection then closed; no new connection is
+// accepted; and shutdown ends as soon as no connection is left.
+func TestShutdownAnswersWithClose(t *testing.T) {
+	h := startHarness(t, "", 1)
+	waiting, parked := h.dialKeepAlive(), h.dialKeepAlive()
+	for _, k := range []*keepAlive{parked, waiting} {
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if status, _ := k.answer(); status != 200 {
+			t.Fatalf("status %d", status)
+		}
+		if k == parked {
+			h.waitParked(1)
+		}
+	}
+	start := time.Now()
+	done := h.shutdown()
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", h.addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	for name, k := range map[string]*keepAlive{"waiting": waiting, "parked": parked} {
+		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		k.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(k.r, nil)
+		if err != nil {
+			t.Fatalf("%s connection: request during shutdown: %v", name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !resp.Close {
+			t.Errorf("%s connection: %d, Connection %q; want 200 and close", name, resp.StatusCode, resp.Header.Get("Connection"))
+		}
+		if closed, _ := k.closedWithin(time.Second); !closed {
+			t.Errorf("%s connection stayed open after its answer with Connection: close", name)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if took := time.Since(start); took > drainIdle-100*time.Millisecond {
+		t.Errorf("shutdown took %v with every connection closed early", took)
+	}
 }

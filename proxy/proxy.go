@@ -296,7 +296,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		p.pool.RequestFailed(b, f.connFailure, err.Error())
 		// A streamed body is sent again only if none of it was sent.
 		resendable := body == nil || body.sent == 0
-		retry := tried.Len() <= st.Retries && resendable && (f.nothingSent || (!f.timeout && idempotent(req))) && p.spendRetry()
+		retry := tried.Len() <= st.Retries && resendable && (f.nothingSent || (!f.timeout && upstream.Idempotent(req))) && p.spendRetry()
 		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
 			"attempt", tried.Len(), "retry", retry)
@@ -389,6 +389,10 @@ func classify(err error) failure {
 	var upgradeDial *dialError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, upstream.ErrStaleConn):
+		// Sent again on fresh connections already where that was safe
+		// (upstream.Idempotent); not evidence that the backend is down.
+		return failure{status: fasthttp.StatusBadGateway, cause: "reused connection closed before a response"}
 	case errors.As(err, &dial), errors.As(err, &upgradeDial):
 		return failure{status: fasthttp.StatusBadGateway, cause: "cannot connect", nothingSent: true, connFailure: true}
 	case errors.Is(err, fasthttp.ErrTLSHandshakeTimeout):
@@ -403,20 +407,6 @@ func classify(err error) failure {
 		return failure{status: fasthttp.StatusBadGateway, cause: "response too large"}
 	}
 	return failure{status: fasthttp.StatusBadGateway, cause: "connection reset or invalid response", connFailure: true}
-}
-
-// idempotent reports whether a failed request may be sent again: its method
-// is idempotent (RFC 9110 section 9.2.2) and its body was not streamed.
-func idempotent(req *fasthttp.Request) bool {
-	if req.IsBodyStream() {
-		return false
-	}
-	switch string(req.Header.Method()) {
-	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions,
-		fasthttp.MethodTrace, fasthttp.MethodPut, fasthttp.MethodDelete:
-		return true
-	}
-	return false
 }
 
 // isHTTP1 reports whether a request line's version is HTTP/1.x; fasthttp

@@ -20,7 +20,12 @@ import (
 func NewServer(handler fasthttp.RequestHandler, cfg *config.Config, logger *slog.Logger) *Server {
 	s := &Server{maxConns: int64(cfg.MaxClientConns), logger: logger}
 	s.fs = &fasthttp.Server{
-		Handler:                      handler,
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			handler(ctx)
+			if s.draining.Load() && !ctx.Hijacked() {
+				ctx.SetConnectionClose()
+			}
+		},
 		ErrorHandler:                 errorHandler,
 		ReadBufferSize:               cfg.MaxHeaderBytes,
 		WriteBufferSize:              16 << 10,

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -100,14 +102,25 @@ func (e *dialError) Unwrap() error { return e.err }
 // serveUpgrade forwards an upgrade request to b and, on a 101, tunnels the
 // connection. It returns the error to answer with, or nil once the answer
 // (101, or the backend's refusal) is in ctx.Response.
-func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream.Backend, upgrade []byte) error {
+//
+// The backend's slot (max_conns) is taken before dialling, as for every
+// request, and held until the tunnel ends.
+func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream.Backend, upgrade []byte) (err error) {
+	if !b.TryAcquire() {
+		return upstream.ErrFull
+	}
+	tunnelled := false
+	defer func() {
+		if !tunnelled {
+			b.Release()
+		}
+	}()
 	h := &ctx.Request.Header
 	h.Set("Connection", "Upgrade")
 	h.SetBytesV("Upgrade", upgrade)
 
 	timeout := p.pool.BackendTimeout()
 	var bc net.Conn
-	var err error
 	dialer := &net.Dialer{Timeout: p.pool.ConnectTimeout()}
 	p.upgrades.Inc()
 	if b.Scheme == "https" {
@@ -151,7 +164,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 	}
 	bc.SetDeadline(time.Time{})
 	idle := st.TunnelIdleTimeout
-	b.Acquire()
+	tunnelled = true
 	p.tunnels.wg.Add(1)
 	ctx.Hijack(func(c net.Conn) {
 		t := &tunnel{client: c, backend: bc}
@@ -167,38 +180,57 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 }
 
 // relay copies client->backend and backend->client (starting with what br,
-// reading the backend, already holds) until both directions end, each
-// direction ending after idle without a byte, then closes both connections.
+// reading the backend, already holds), then closes both connections. A
+// side that ends its stream has it ended towards the other side too (a
+// half-close), and the other direction goes on. The tunnel is idle only
+// when neither side has sent a byte for idle (0: never): a server pushing
+// to a client that never sends keeps it open. Idle, both connections are
+// closed.
 func relay(client, backend net.Conn, br *bufio.Reader, idle time.Duration) {
+	var last atomic.Int64 // when a byte last went either way, in Unix nanoseconds
+	last.Store(time.Now().UnixNano())
+	end := func(dst net.Conn, idled bool) {
+		if idled {
+			client.Close()
+			backend.Close()
+		} else {
+			closeWrite(dst)
+		}
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		copyIdle(backend, client, client, idle)
-		closeWrite(backend)
-	})
-	copyIdle(client, br, backend, idle)
-	closeWrite(client)
+	wg.Go(func() { end(backend, copyIdle(backend, client, client, idle, &last)) })
+	end(client, copyIdle(client, br, backend, idle, &last))
 	wg.Wait()
 	client.Close()
 	backend.Close()
 }
 
-// copyIdle copies src, which reads from the connection srcConn, to dst,
-// giving up after idle without data.
-func copyIdle(dst net.Conn, src io.Reader, srcConn net.Conn, idle time.Duration) {
+// copyIdle copies src, which reads from the connection srcConn, to dst
+// until src ends or fails, or the tunnel has been idle (last) for idle; it
+// reports whether it stopped for being idle.
+func copyIdle(dst net.Conn, src io.Reader, srcConn net.Conn, idle time.Duration, last *atomic.Int64) (idled bool) {
 	buf := make([]byte, 16<<10)
 	for {
 		if idle > 0 {
-			srcConn.SetReadDeadline(time.Now().Add(idle))
+			srcConn.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			dst.SetWriteDeadline(time.Now().Add(max(idle, time.Minute)))
+			now := time.Now()
+			last.Store(now.UnixNano())
+			dst.SetWriteDeadline(now.Add(max(idle, time.Minute)))
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
+				return false
 			}
 		}
 		if err != nil {
-			return
+			if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				if time.Since(time.Unix(0, last.Load())) < idle {
+					continue // the other direction was busy meanwhile
+				}
+				return true
+			}
+			return false
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -152,4 +153,79 @@ func TestUpgradeMalformedAnswer(t *testing.T) {
 	if got := h.metric("fastlb_upgrades_total"); got != "3" {
 		t.Errorf("fastlb_upgrades_total %s: the requests did not take the upgrade path", got)
 	}
+}
+
+// TestTunnelServerPushes: a tunnel where only the backend talks (a
+// ticker pushed to a client that never sends) is not idle, however long
+// the client stays silent.
+func TestTunnelServerPushes(t *testing.T) {
+	h := startHarness(t, `"client_idle_timeout": "300ms"`, 1)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, wsHandshake("/upgrade?push=50ms"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	if _, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ticks := 0
+	for time.Since(start) < 1200*time.Millisecond {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the tunnel ended after %v of client silence with the backend pushing (%d ticks): %v",
+				time.Since(start).Round(time.Millisecond), ticks, err)
+		}
+		if line == "tick\n" {
+			ticks++
+		}
+	}
+	if ticks < 10 {
+		t.Errorf("%d ticks in 1.2 s, want about 24", ticks)
+	}
+}
+
+// TestUpgradeMaxConns: upgrades take a backend's max_conns slots like
+// other requests, and hold them while the tunnel is open; requests over
+// the limit get 503 (queue_timeout 0), however many arrive at once.
+func TestUpgradeMaxConns(t *testing.T) {
+	h := startLimited(t, 2, `"queue_timeout": "0s"`)
+	const n = 12
+	var wg sync.WaitGroup
+	statuses := make(chan string, n)
+	conns := make(chan net.Conn, n)
+	for range n {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns <- c
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, wsHandshake("/upgrade"))
+			status, _ := bufio.NewReader(c).ReadString('\n')
+			statuses <- strings.TrimSpace(status)
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[string]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts["HTTP/1.1 101 Switching Protocols"] != 2 || counts["HTTP/1.1 503 Service Unavailable"] != n-2 {
+		t.Errorf("answers %v, want two 101 and %d 503", counts, n-2)
+	}
+	if a := h.pool.Snapshot().All[0].Active(); a != 2 {
+		t.Errorf("active %d with two tunnels open", a)
+	}
+	close(conns)
+	for c := range conns {
+		c.Close()
+	}
+	waitFor(t, "the tunnels to end", func() bool { return h.pool.Snapshot().All[0].Active() == 0 })
 }

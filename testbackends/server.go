@@ -13,7 +13,8 @@
 //	ANY  /status/{code}           answer with that status
 //	ANY  /delay/{duration}        answer after that long ("250ms")
 //	GET  /upgrade                 a WebSocket handshake (101), then "welcome\n"
-//	                              and an echo of every byte received
+//	                              and an echo of every byte received;
+//	                              ?push=250ms also sends "tick\n" that often
 //	ANY  /close                   close the connection without answering
 //	ANY  /garbage                 answer bytes that are not HTTP
 //	ANY  /malformed/{kind}        a malformed answer: two-cl, bad-cl,
@@ -45,6 +46,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -201,9 +203,32 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Upgrade", "websocket")
 		ctx.Response.Header.Set("Connection", "Upgrade")
 		ctx.Response.Header.Set("Sec-WebSocket-Accept", base64.StdEncoding.EncodeToString(sum[:]))
+		push, _ := time.ParseDuration(string(ctx.QueryArgs().Peek("push")))
 		ctx.Hijack(func(c net.Conn) {
 			c.Write([]byte("welcome\n")) //nolint:errcheck
-			io.Copy(c, c)                //nolint:errcheck
+			// The connection is fasthttp's again once this returns: the
+			// pushing ends first.
+			var wg sync.WaitGroup
+			done := make(chan struct{})
+			defer wg.Wait()
+			defer close(done)
+			if push > 0 {
+				wg.Go(func() {
+					t := time.NewTicker(push)
+					defer t.Stop()
+					for {
+						select {
+						case <-done:
+							return
+						case <-t.C:
+						}
+						if _, err := c.Write([]byte("tick\n")); err != nil {
+							return
+						}
+					}
+				})
+			}
+			io.Copy(c, c) //nolint:errcheck
 		})
 	case string(path) == "/close":
 		ctx.HijackSetNoResponse(true)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 // serve. It is never modified after LoadCertificates returns.
 type Certificates struct {
 	list     []*tls.Certificate
+	files    []string                    // list[i]'s cert_file
 	exact    map[string]*tls.Certificate // lower-case DNS names and IP addresses
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
 }
@@ -42,6 +44,7 @@ func LoadCertificates(t *config.TLS) (*Certificates, error) {
 			continue
 		}
 		cs.list = append(cs.list, cert)
+		cs.files = append(cs.files, c.CertFile)
 		cs.index(cert)
 	}
 	if len(problems) > 0 {
@@ -67,10 +70,40 @@ func loadPair(c config.Certificate) (*tls.Certificate, *pairError) {
 			return nil, &pairError{".cert_file", fmt.Sprintf("%s: %v", c.CertFile, err)}
 		}
 	}
-	if time.Now().After(cert.Leaf.NotAfter) {
-		return nil, &pairError{".cert_file", fmt.Sprintf("%s expired on %s", c.CertFile, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))}
-	}
 	return &cert, nil
+}
+
+// NotAfter is the end of validity of one certificate, by its file.
+type NotAfter struct {
+	File string
+	Time time.Time
+}
+
+// NotAfter lists when each certificate ends, in configuration order.
+func (cs *Certificates) NotAfter() []NotAfter {
+	out := make([]NotAfter, len(cs.list))
+	for i, c := range cs.list {
+		out[i] = NotAfter{File: cs.files[i], Time: c.Leaf.NotAfter}
+	}
+	return out
+}
+
+// Expired returns a warning for each certificate past its end date at now,
+// naming its JSON path, its file and the date. Such a certificate is still
+// served, as nginx and HAProxy serve one: refusing it would turn a lapse
+// that monitoring reports (fastlb_tls_certificate_not_after_seconds) into
+// an outage at the next restart.
+func (cs *Certificates) Expired(now time.Time) []config.Problem {
+	var out []config.Problem
+	for i, c := range cs.list {
+		if now.After(c.Leaf.NotAfter) {
+			out = append(out, config.Problem{
+				Path: fmt.Sprintf("tls.certificates[%d].cert_file", i),
+				Msg:  fmt.Sprintf("%s expired on %s; it is served anyway", cs.files[i], c.Leaf.NotAfter.UTC().Format(time.RFC3339)),
+			})
+		}
+	}
+	return out
 }
 
 func unwrapPath(err error) error {
@@ -187,6 +220,27 @@ func (l *Listener) rotate() {
 	l.config.SetSessionTicketKeys(l.keys)
 }
 
+// TicketKeys are the session ticket keys in use, newest first: what a new
+// process of a binary upgrade takes over (SetTicketKeys), so that sessions
+// resume across it.
+func (l *Listener) TicketKeys() [][32]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.keys)
+}
+
+// SetTicketKeys replaces the session ticket keys with keys, newest first
+// (at most ticketKeys of them are kept); nothing changes when keys is empty.
+func (l *Listener) SetTicketKeys(keys [][32]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.keys = slices.Clone(keys[:min(len(keys), ticketKeys)])
+	l.config.SetSessionTicketKeys(l.keys)
+}
+
 // RotateTicketKeys renews the session ticket key every interval until stop
 // is closed.
 func (l *Listener) RotateTicketKeys(interval time.Duration, stop <-chan struct{}) {
@@ -231,15 +285,18 @@ func BackendConfig(b config.BackendTLS) (*tls.Config, error) {
 }
 
 // Check loads every certificate, key and CA file cfg names, as startup
-// does, and returns the problems found.
-func Check(cfg *config.Config) []config.Problem {
-	var problems []config.Problem
+// does, and returns the problems found, and the warnings (certificates
+// past their end date, see Certificates.Expired).
+func Check(cfg *config.Config) (problems, warnings []config.Problem) {
 	if cfg.TLS != nil {
-		if _, err := LoadCertificates(cfg.TLS); err != nil {
+		certs, err := LoadCertificates(cfg.TLS)
+		if err != nil {
 			var e *config.Error
 			if errors.As(err, &e) {
 				problems = append(problems, e.Problems...)
 			}
+		} else {
+			warnings = certs.Expired(time.Now())
 		}
 	}
 	if _, err := BackendConfig(cfg.BackendTLS); err != nil {
@@ -248,5 +305,5 @@ func Check(cfg *config.Config) []config.Problem {
 			problems = append(problems, e.Problems...)
 		}
 	}
-	return problems
+	return problems, warnings
 }

@@ -77,19 +77,37 @@ func TestLoadProblems(t *testing.T) {
 		{CertFile: filepath.Join(dir, "expired.pem"), KeyFile: filepath.Join(dir, "expired-key.pem")},
 	}})
 	var e *config.Error
-	if !errors.As(err, &e) || len(e.Problems) != 4 {
-		t.Fatalf("want 4 problems, got %v", err)
+	if !errors.As(err, &e) || len(e.Problems) != 3 {
+		t.Fatalf("want 3 problems, got %v", err)
 	}
 	want := []string{
 		"tls.certificates[1].key_file: cannot read " + filepath.Join(dir, "missing-key.pem") + ": no such file or directory",
 		"tls.certificates[2].cert_file: cannot read " + filepath.Join(dir, "missing.pem") + ": no such file or directory",
 		"tls.certificates[3]: " + good.CertFile + " and " + other.KeyFile + " do not make a certificate and key pair",
-		"tls.certificates[4].cert_file: " + filepath.Join(dir, "expired.pem") + " expired on",
 	}
 	for i, w := range want {
 		if got := e.Problems[i].String(); !strings.HasPrefix(got, w) {
 			t.Errorf("problem %d = %q, want %q", i, got, w)
 		}
+	}
+
+	// An expired certificate loads, with a warning naming it and its date.
+	expired := config.Certificate{CertFile: filepath.Join(dir, "expired.pem"), KeyFile: filepath.Join(dir, "expired-key.pem")}
+	certs, err := LoadCertificates(&config.TLS{Certificates: []config.Certificate{good, expired}})
+	if err != nil {
+		t.Fatalf("an expired certificate is an error: %v", err)
+	}
+	if certs.For("old.test") != certs.list[1] {
+		t.Error("the expired certificate is not served for its name")
+	}
+	warnings := certs.Expired(time.Now())
+	wantWarning := "tls.certificates[1].cert_file: " + expired.CertFile + " expired on "
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0].String(), wantWarning) || !strings.HasSuffix(warnings[0].String(), "it is served anyway") {
+		t.Errorf("warnings %v, want one starting %q", warnings, wantWarning)
+	}
+	na := certs.NotAfter()
+	if len(na) != 2 || na[1].File != expired.CertFile || !na[1].Time.Before(time.Now()) || !na[0].Time.After(time.Now()) {
+		t.Errorf("NotAfter = %v", na)
 	}
 }
 

@@ -79,8 +79,11 @@ type Backend struct {
 	active   atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
-	codes    [500]atomic.Uint64 // answers by status, 100..599
-	latency  histogram
+	// staleConns counts reused connections that failed before answering
+	// (see transport.RoundTrip).
+	staleConns atomic.Uint64
+	codes      [500]atomic.Uint64 // answers by status, 100..599
+	latency    histogram
 
 	checksOK     atomic.Uint64
 	checksFailed atomic.Uint64
@@ -290,6 +293,11 @@ func (b *Backend) Requests() uint64 { return b.requests.Load() }
 
 // Failures is the number of requests to the backend that failed.
 func (b *Backend) Failures() uint64 { return b.failures.Load() }
+
+// StaleConns is the number of reused keep-alive connections to the backend
+// that failed before answering; the requests on them were sent again on
+// fresh connections where that was safe.
+func (b *Backend) StaleConns() uint64 { return b.staleConns.Load() }
 
 // LastCheck is the backend's latest health-check result, nil before the first.
 func (b *Backend) LastCheck() *CheckResult { return b.lastCheck.Load() }

@@ -71,6 +71,9 @@ func (p *Pool) WriteMetrics(w io.Writer) {
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_backend_failures_total{backend=%q}", b.ID), b.Failures())
 	}
 	for _, b := range all {
+		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_backend_stale_connections_total{backend=%q}", b.ID), b.StaleConns())
+	}
+	for _, b := range all {
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"ok\"}", b.ID), b.checksOK.Load())
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"fail\"}", b.ID), b.checksFailed.Load())
 	}

@@ -393,6 +393,11 @@ func (p *Pool) setHealthy(b *Backend, up bool, cause string) {
 		p.logger.Warn("backend down", "backend", b.ID, "cause", cause)
 	}
 	p.republish()
+	if !up {
+		// Its pooled connections most likely lead to a process that is
+		// gone: requests must not meet them once it is back.
+		b.Client.CloseIdleConnections()
+	}
 }
 
 // ReportCheck records an active health check of b. The first report (and
@@ -436,9 +441,11 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 func (b *Backend) Checked() bool { return b.checked.Load() }
 
 // RequestFailed records a failed request to b. A connection-level failure
-// (refused, reset, closed before a response) counts towards marking b down at
-// once: fall of them in a row take it out of rotation without waiting for the
-// next health check.
+// (refused, reset, closed before a response on a fresh connection) counts
+// towards marking b down at once: fall of them in a row take it out of
+// rotation without waiting for the next health check. A reused connection
+// closed before answering (ErrStaleConn) is not one: the caller passes
+// connFailure false for it.
 func (p *Pool) RequestFailed(b *Backend, connFailure bool, cause string) {
 	b.failures.Add(1)
 	if !connFailure {

@@ -29,6 +29,31 @@ var ErrMalformedResponse = errors.New("malformed response header")
 // max_conns limit: another request took its last slot since it was picked.
 var ErrFull = errors.New("backend at max_conns")
 
+// ErrStaleConn is returned when a reused keep-alive connection to the
+// backend failed before any byte of the answer arrived, and the request
+// could not be sent again on a fresh connection (see transport.RoundTrip).
+// The backend had closed the connection, or its process went away: it says
+// nothing about whether the backend takes new connections, so it does not
+// count towards marking the backend down.
+var ErrStaleConn = errors.New("a reused connection to the backend closed before answering")
+
+// staleConnError is a failure of a reused connection before any byte of
+// the answer. sent is whether the request may have reached the backend
+// (writing it succeeded).
+type staleConnError struct {
+	err  error
+	sent bool
+}
+
+func (e *staleConnError) Error() string   { return ErrStaleConn.Error() + ": " + e.err.Error() }
+func (e *staleConnError) Unwrap() []error { return []error{ErrStaleConn, e.err} }
+
+// maxStaleRetries bounds how often one request is sent again after reused
+// connections failed before answering. Every such failure closes the
+// backend's idle connections, so the next attempt dials unless another
+// request has just put a connection back.
+const maxStaleRetries = 3
+
 // A Pacer is a streamed request body that, each time it is read, extends
 // the write deadline of the connection it is being written to. The transport
 // hands it the backend connection, so that a long upload is bounded per
@@ -54,15 +79,62 @@ type transport struct {
 	opts *clientSettings
 }
 
+// A reused keep-alive connection that fails before any byte of the answer
+// (the backend closed it while it sat in the pool, or restarted) tells
+// nothing about the backend: the transport then closes the backend's idle
+// connections, which are as likely stale, and sends the request again on a
+// fresh one, as HTTP clients do (RFC 9112 section 9.3.1): always when the
+// request did not go out, and when it did only if its method is idempotent.
+// A request whose body streams is never sent again.
 func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
 	if !t.b.TryAcquire() {
 		return false, ErrFull
 	}
-	streaming, err := t.roundTrip(hc, req, resp)
-	if !streaming {
-		t.b.Release()
+	// Writing a streamed body consumes it: decide before the first attempt.
+	resendable, idempotent := !req.IsBodyStream(), Idempotent(req)
+	for attempt := 0; ; attempt++ {
+		streaming, err := t.roundTrip(hc, req, resp)
+		if stale := staleOf(err); stale != nil {
+			t.b.staleConns.Add(1)
+			hc.CloseIdleConnections()
+			if attempt < maxStaleRetries && resendable && (!stale.sent || idempotent) {
+				continue
+			}
+		}
+		if !streaming {
+			t.b.Release()
+		}
+		return false, err
 	}
-	return false, err
+}
+
+// staleOf returns the staleConnError in err, or nil. A function of its own
+// so that the variable errors.As needs is allocated on failures only, not
+// on every request.
+func staleOf(err error) *staleConnError {
+	if err == nil {
+		return nil
+	}
+	var stale *staleConnError
+	if errors.As(err, &stale) {
+		return stale
+	}
+	return nil
+}
+
+// Idempotent reports whether a request that may have reached a backend
+// can be sent again: its method is idempotent (RFC 9110 section 9.2.2) and
+// its body was not streamed.
+func Idempotent(req *fasthttp.Request) bool {
+	if req.IsBodyStream() {
+		return false
+	}
+	switch string(req.Header.Method()) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions,
+		fasthttp.MethodTrace, fasthttp.MethodPut, fasthttp.MethodDelete:
+		return true
+	}
+	return false
 }
 
 // roundTrip sends req and reads the response header and, unless it
@@ -75,6 +147,9 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, err
 	}
 	conn := cc.Conn()
+	// fasthttp stamps a connection when it goes back to the pool: a fresh
+	// one has never been.
+	reused := !cc.LastUseTime().IsZero()
 
 	writeTimeout := timeout
 	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
@@ -108,6 +183,11 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	t.opts.putWriter(bw)
 	if err != nil {
 		hc.CloseConn(cc)
+		// A streamed body's own failure (the client's) fails the write
+		// too: only a body held in memory tells that the connection did.
+		if reused && !streamed && !isTimeout(err) {
+			return false, &staleConnError{err: err}
+		}
 		return false, timeoutAsErrTimeout(err)
 	}
 
@@ -133,6 +213,15 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		resp.SkipBody = true
 	}
 	br := t.opts.reader(conn)
+	if reused {
+		// The answer's first byte (which reading the header waits for
+		// anyway): a connection closed before it is stale.
+		if _, err := br.Peek(1); err != nil && !isTimeout(err) {
+			t.opts.putReader(br)
+			hc.CloseConn(cc)
+			return false, &staleConnError{err: err, sent: true}
+		}
+	}
 	hop, err := ReadResponseHeader(br, &resp.Header)
 	if err != nil {
 		t.opts.putReader(br)
@@ -254,11 +343,16 @@ func deadline(now time.Time, d time.Duration) time.Time {
 	return now.Add(d)
 }
 
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
 // timeoutAsErrTimeout reports a network timeout as fasthttp.ErrTimeout, as
 // fasthttp's own transport does.
 func timeoutAsErrTimeout(err error) error {
-	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
+	if isTimeout(err) {
 		return fasthttp.ErrTimeout
 	}
 	return err

@@ -55,7 +55,10 @@ type app struct {
 	stopHC      context.CancelFunc
 	hcDone      chan struct{}
 
-	reloadMu sync.Mutex
+	// changing is held by whatever applies a configuration: a reload
+	// (SIGHUP or the admin API), and an admin API change with its
+	// write-back to the file (Exclusive).
+	changing sync.Mutex
 }
 
 var _ adminapi.Runtime = (*app)(nil)
@@ -113,20 +116,29 @@ func listen(bind string, port int) (net.Listener, error) {
 }
 
 // start builds every part, runs a first round of health checks, and serves.
-func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]net.Listener) (_ *app, err error) {
+//
+// inh and sec are what an upgrading parent handed over: listeners by name,
+// and secrets (nil when this process was not started by an upgrade).
+func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]net.Listener, sec *secrets) (_ *app, err error) {
 	level := new(slog.LevelVar)
 	setLevel(level, cfg.LogLevel)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	a := &app{cfgPath: cfgPath, logger: logger, level: level, stderr: stderr,
 		hcDone: make(chan struct{}), stopTickets: make(chan struct{}), stopWatch: make(chan struct{})}
 	a.cfg.Store(cfg)
-	a.secret = make([]byte, 32)
-	rand.Read(a.secret)
+	if sec != nil {
+		a.secret = sec.CookieSecret
+	} else {
+		a.secret = make([]byte, 32)
+		rand.Read(a.secret)
+	}
 
 	// Certificates first: a bad one must stop startup before anything binds.
-	if problems := tlsconf.Check(cfg); len(problems) > 0 {
+	problems, warnings := tlsconf.Check(cfg)
+	if len(problems) > 0 {
 		return nil, &config.Error{File: cfgPath, Problems: problems}
 	}
+	logExpired(logger, cfgPath, warnings)
 	backendTLS, err := tlsconf.BackendConfig(cfg.BackendTLS)
 	if err != nil {
 		return nil, fileError(cfgPath, err)
@@ -140,6 +152,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 			return nil, fileError(cfgPath, err)
 		}
 		a.tlsListener = tlsconf.NewListener(certs, cfg.TLS.MinVersion)
+		if sec != nil && len(sec.TicketKeys) > 0 {
+			a.tlsListener.SetTicketKeys(sec.TicketKeys)
+		}
 	}
 
 	var listeners []net.Listener
@@ -177,6 +192,14 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	a.listenAddr = ln.Addr().String()
 
 	set := metrics.NewSet()
+	set.RegisterMetricsWriter(func(w io.Writer) {
+		if a.tlsListener == nil {
+			return
+		}
+		for _, na := range a.tlsListener.Certificates().NotAfter() {
+			metrics.WriteGaugeUint64(w, fmt.Sprintf("fastlb_tls_certificate_not_after_seconds{file=%q}", na.File), uint64(max(na.Time.Unix(), 0)))
+		}
+	})
 	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
 		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
 		Rise:   cfg.HealthCheck.Rise,
@@ -279,6 +302,13 @@ func deadlineOf(ctx context.Context) time.Time {
 // renewed; a ticket stays valid for three intervals.
 const ticketKeyInterval = time.Hour
 
+// logExpired logs a warning for each certificate past its end date.
+func logExpired(logger *slog.Logger, cfgPath string, warnings []config.Problem) {
+	for _, w := range warnings {
+		logger.Warn("certificate expired; serving it anyway", "file", cfgPath, "problem", w.String())
+	}
+}
+
 // fileError names the configuration file in a *config.Error (certificate
 // problems come without it); other errors pass unchanged.
 func fileError(path string, err error) error {
@@ -366,11 +396,18 @@ func keepListener(dst, src *config.Config) {
 	dst.TLS = &t
 }
 
+// Exclusive implements adminapi.Runtime: fn runs while no reload runs.
+func (a *app) Exclusive(fn func()) {
+	a.changing.Lock()
+	defer a.changing.Unlock()
+	fn()
+}
+
 // Reload implements adminapi.Runtime: it re-reads the configuration file and
 // applies what changed. A file that does not validate changes nothing.
 func (a *app) Reload() (*adminapi.ReloadResult, error) {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
+	a.changing.Lock()
+	defer a.changing.Unlock()
 	a.notify(reloadingState())
 	defer func() { a.notify("READY=1\n" + a.statusLine()) }()
 	next, err := config.Load(a.cfgPath)
@@ -386,10 +423,13 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		}
 	}
 	// Certificates are re-read on every reload (files replaced in place);
-	// one that cannot be used rejects the whole reload.
-	if problems := tlsconf.Check(next); len(problems) > 0 {
+	// one that cannot be used rejects the whole reload, one past its end
+	// date is served with a warning.
+	problems, warnings := tlsconf.Check(next)
+	if len(problems) > 0 {
 		return nil, &config.Error{File: a.cfgPath, Problems: problems}
 	}
+	logExpired(a.logger, a.cfgPath, warnings)
 	if a.tlsListener != nil && next.TLS != nil {
 		certs, err := tlsconf.LoadCertificates(next.TLS)
 		if err != nil {

@@ -51,9 +51,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
-		if problems := tlsconf.Check(cfg); len(problems) > 0 {
+		problems, warnings := tlsconf.Check(cfg)
+		if len(problems) > 0 {
 			printConfigError(stderr, *cfgPath, &config.Error{Problems: problems})
 			return 1
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "fastlb: %s: warning: %s\n", *cfgPath, w)
 		}
 		fmt.Fprintln(stdout, "configuration OK")
 		return 0
@@ -64,10 +68,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fastlb:", err)
 		return 1
 	}
+	sec, err := inheritedSecrets()
+	if err != nil {
+		fmt.Fprintln(stderr, "fastlb:", err)
+		return 1
+	}
 	// Signals are caught from here on: one arriving during start-up waits.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
-	a, err := start(*cfgPath, cfg, stderr, inh)
+	a, err := start(*cfgPath, cfg, stderr, inh, sec)
 	if err != nil {
 		printConfigError(stderr, *cfgPath, err)
 		return 1

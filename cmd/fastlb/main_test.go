@@ -20,7 +20,7 @@ import (
 	"fastlb/testbackends"
 )
 
-var binary string
+var binary, backendsBinary string
 
 // TestMain builds the real fastlb binary once; the tests run it as an
 // operator would. It is built without the runtime setting the Makefile
@@ -36,6 +36,12 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=test-1.2.3", "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building fastlb: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	backendsBinary = filepath.Join(dir, "testbackends")
+	out, err = exec.Command("go", "build", "-o", backendsBinary, "../../testbackends/cmd/testbackends").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building testbackends: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -200,7 +206,17 @@ func startBinaryEnv(t *testing.T, env []string, extra string, backends ...*testb
 	t.Helper()
 	var urls []string
 	for _, b := range backends {
-		urls = append(urls, fmt.Sprintf("%q", b.URL()))
+		urls = append(urls, b.URL())
+	}
+	return startBinaryURLs(t, env, extra, urls...)
+}
+
+// startBinaryURLs is startBinaryEnv with the backends given by URL.
+func startBinaryURLs(t *testing.T, env []string, extra string, backends ...string) *process {
+	t.Helper()
+	var urls []string
+	for _, u := range backends {
+		urls = append(urls, fmt.Sprintf("%q", u))
 	}
 	port, adminPort := freePort(t), freePort(t)
 	js := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "backends": [%s]%s}`, port, adminPort, strings.Join(urls, ","), extra)
@@ -450,5 +466,60 @@ func TestAdminAPIAndAccessLogFile(t *testing.T) {
 	data, _ := os.ReadFile(logPath)
 	if !strings.Contains(string(data), `"method":"GET","uri":"/echo?x=1","status":200,"backend":"`+a.Addr()+`"`) {
 		t.Errorf("access log:\n%s", data)
+	}
+}
+
+// TestAdminChangesSurviveReloads: with admin_persist, every change the
+// admin API answers 2xx is live and in the file, however SIGHUPs fall
+// between a change and its write-back.
+func TestAdminChangesSurviveReloads(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := startBinary(t, `, "admin_persist": true`, a)
+	stop := make(chan struct{})
+	var hups sync.WaitGroup
+	hups.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p.cmd.Process.Signal(syscall.SIGHUP)
+			time.Sleep(time.Millisecond)
+		}
+	})
+	var added []string
+	for i := range 40 {
+		id := fmt.Sprintf("added-%d", i)
+		body := fmt.Sprintf(`{"url": "http://127.0.0.1:%d", "id": %q}`, 20000+i, id)
+		resp, err := http.Post("http://"+p.adminAddr+"/api/v1/backends", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("POST %s: %d", id, resp.StatusCode)
+		}
+		added = append(added, id)
+	}
+	close(stop)
+	hups.Wait()
+	// One more reload, answered once done: the file is what is in force.
+	resp, err := http.Post("http://"+p.adminAddr+"/api/v1/reload", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, live := get(t, "http://"+p.adminAddr+"/api/v1/backends")
+	file, _ := os.ReadFile(p.cfgPath)
+	var lost []string
+	for _, id := range added {
+		if !strings.Contains(live, `"id": "`+id+`"`) || !strings.Contains(string(file), `"id": "`+id+`"`) {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of %d backends added (201) are not live and in the file: %v", len(lost), len(added), lost)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -161,6 +162,26 @@ func statusPID(t *testing.T, adminAddr string) int {
 	return s.PID
 }
 
+// processGone reports whether process pid has exited: it no longer exists,
+// or it is a zombie nobody has reaped (a process started by an upgrade is
+// not the test's child).
+func processGone(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// "pid (comm) state ...": the state follows the last parenthesis.
+	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+	return len(bytes.TrimSpace(rest)) > 0 && bytes.TrimSpace(rest)[0] == 'Z'
+}
+
+// TestSIGUSR2UpgradeUnderLoad: four binary upgrades in a row, each of the
+// process the last one started, while 32 clients send requests on
+// keep-alive connections as fast as they are answered (a client that,
+// like wrk, never sends a request again): not one may fail.
 func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
 	defer a.Close()
@@ -182,7 +203,7 @@ func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 	}
 	os.WriteFile(p.cfgPath, orig, 0o600)
 
-	l := testbackends.StartLoad("http://"+p.addr+"/", 8)
+	l := testbackends.StartLoad("http://"+p.addr+"/", 32)
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGUSR2)
@@ -207,12 +228,30 @@ func TestSIGUSR2UpgradeUnderLoad(t *testing.T) {
 		t.Fatalf("the old process did not exit after the upgrade; the log of both:\n%s", p.Logs())
 	}
 	t.Logf("upgrade: old process gone %v after SIGUSR2", time.Since(start).Round(time.Millisecond))
-	time.Sleep(200 * time.Millisecond)
-	finishLoad(t, l)
 	newPID := statusPID(t, p.adminAddr)
 	if newPID == oldPID || newPID == 0 {
 		t.Fatalf("status pid after upgrade: %d (old %d)", newPID, oldPID)
 	}
+	// Three more, each of the process the last one started.
+	for range 3 {
+		oldPID = newPID
+		start := time.Now()
+		syscall.Kill(oldPID, syscall.SIGUSR2)
+		sock.next(t) // MAINPID and READY=1 of the new one
+		deadline := time.Now().Add(20 * time.Second)
+		for !processGone(oldPID) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d did not exit after the upgrade:\n%s", oldPID, p.Logs())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("upgrade: old process gone %v after SIGUSR2", time.Since(start).Round(time.Millisecond))
+		if newPID = statusPID(t, p.adminAddr); newPID == oldPID {
+			t.Fatalf("status pid %d unchanged after an upgrade", newPID)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	finishLoad(t, l)
 	if proc, err := os.FindProcess(newPID); err == nil {
 		proc.Signal(syscall.SIGTERM)
 		deadline := time.Now().Add(10 * time.Second)

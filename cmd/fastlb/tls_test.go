@@ -11,7 +11,9 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -287,5 +289,143 @@ func TestClientListenersDeferAccept(t *testing.T) {
 	}
 	if n := open(); n != "2" {
 		t.Errorf("%s client connections after an HTTPS request on a kept-alive connection, want 2", n)
+	}
+}
+
+// TestExpiredCertificate: a certificate past its end date is a warning,
+// not an error: -check passes naming it, fastlb starts and reloads serving
+// it, and the metric of every certificate's end lets monitoring see it.
+func TestExpiredCertificate(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	p := newPKI(t)
+	good, goodKey := p.issue(t, "good", "localhost")
+	certPEM, keyPEM, err := p.ca.Issue([]string{"old.test"}, -time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, oldKey := filepath.Join(p.dir, "old.pem"), filepath.Join(p.dir, "old-key.pem")
+	os.WriteFile(old, certPEM, 0o600)
+	os.WriteFile(oldKey, keyPEM, 0o600)
+	tlsPort := freePort(t)
+	tlsKey := fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}, {"cert_file": %q, "key_file": %q}]}`,
+		tlsPort, good, goodKey, old, oldKey)
+
+	cfgPath := writeConfig(t, `{"backends": ["http://127.0.0.1:1"]`+tlsKey+`}`)
+	out, errOut, code := runBinary(t, "-check", "-config", cfgPath)
+	wantWarning := fmt.Sprintf("fastlb: %s: warning: tls.certificates[1].cert_file: %s expired on ", cfgPath, old)
+	if code != 0 || out != "configuration OK\n" || !strings.HasPrefix(errOut, wantWarning) || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("-check: exit %d, out %q, err %q; want 0, OK and a warning starting %q", code, out, errOut, wantWarning)
+	}
+
+	proc := startBinary(t, tlsKey, a)
+	waitLog(t, proc, `msg="certificate expired; serving it anyway"`)
+	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort), &tls.Config{ServerName: "old.test", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := c.ConnectionState().PeerCertificates[0]
+	c.Close()
+	if served.Subject.CommonName != "old.test" {
+		t.Errorf("SNI old.test got %s", served.Subject.CommonName)
+	}
+	_, metrics := get(t, "http://"+proc.adminAddr+"/metrics")
+	for file, want := range map[string]int64{old: served.NotAfter.Unix(), good: time.Now().Add(time.Hour).Unix()} {
+		re := regexp.MustCompile(`(?m)^fastlb_tls_certificate_not_after_seconds\{file="` + regexp.QuoteMeta(file) + `"\} (\d+)$`)
+		m := re.FindStringSubmatch(metrics)
+		if m == nil {
+			t.Errorf("no fastlb_tls_certificate_not_after_seconds for %s in:\n%s", file, metrics)
+			continue
+		}
+		if got, _ := strconv.ParseInt(m[1], 10, 64); got < want-60 || got > want+60 {
+			t.Errorf("%s: not after %d, want about %d", file, got, want)
+		}
+	}
+
+	// A reload with it goes through too, warning again.
+	resp, err := http.Post("http://"+proc.adminAddr+"/api/v1/reload", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloaded, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("reload with an expired certificate: %d %s", resp.StatusCode, reloaded)
+	}
+	waitLogCount(t, proc, `msg="certificate expired; serving it anyway"`, 2)
+}
+
+// TestUpgradeKeepsSecrets: the new process of a binary upgrade takes over
+// the sticky cookie key made at start and the session ticket keys: a
+// client's cookie still names its backend and its TLS session resumes.
+func TestUpgradeKeepsSecrets(t *testing.T) {
+	var backends []*testbackends.Server
+	for _, name := range []string{"a", "b", "c"} {
+		s, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: name})
+		defer s.Close()
+		backends = append(backends, s)
+	}
+	p := newPKI(t)
+	cert, key := p.issue(t, "main", "localhost")
+	tlsPort := freePort(t)
+	proc := startBinary(t, fmt.Sprintf(`, "sticky": {"mode": "cookie"}, "shutdown_timeout": "5s",
+		"tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]}`, tlsPort, cert, key), backends...)
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: p.roots, ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(4)}}}
+	type answer struct {
+		backend, cookie string
+		resumed         bool
+	}
+	ask := func(url, cookie string) answer {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		a := answer{backend: resp.Header.Get("X-Backend"), cookie: resp.Header.Get("Set-Cookie")}
+		if resp.TLS != nil {
+			a.resumed = resp.TLS.DidResume
+		}
+		return a
+	}
+	first := ask("http://"+proc.addr+"/", "")
+	if first.cookie == "" {
+		t.Fatal("no sticky cookie set")
+	}
+	cookie, _, _ := strings.Cut(first.cookie, ";")
+	httpsURL := fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)
+	ask(httpsURL, "") // a session ticket for the next connection
+	if !ask(httpsURL, "").resumed {
+		t.Fatal("no TLS session resumption before the upgrade")
+	}
+
+	oldPID := proc.cmd.Process.Pid
+	proc.cmd.Process.Signal(syscall.SIGUSR2)
+	deadline := time.Now().Add(20 * time.Second)
+	for !processGone(oldPID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old process did not exit:\n%s", proc.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	newPID := statusPID(t, proc.adminAddr)
+	defer syscall.Kill(newPID, syscall.SIGKILL)
+	if newPID == oldPID {
+		t.Fatal("no new process")
+	}
+	for range 5 {
+		if got := ask("http://"+proc.addr+"/", cookie); got.backend != first.backend || got.cookie != "" {
+			t.Errorf("after the upgrade the cookie of %s went to %s (Set-Cookie %q)", first.backend, got.backend, got.cookie)
+		}
+	}
+	if !ask(httpsURL, "").resumed {
+		t.Error("the TLS session did not resume on the new process")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -24,10 +25,45 @@ import (
 // the old one keeps serving and logs why.
 
 const (
-	envListeners = "FASTLB_LISTENERS" // "plain=3,admin=4,tls=5": inherited listener fds
-	envReadyFD   = "FASTLB_READY_FD"  // fd of the pipe to write "ready" to
-	upgradeWait  = time.Minute        // how long the old process waits for the new one
+	envListeners = "FASTLB_LISTENERS"  // "plain=3,admin=4,tls=5": inherited listener fds
+	envReadyFD   = "FASTLB_READY_FD"   // fd of the pipe to write "ready" to
+	envSecretsFD = "FASTLB_SECRETS_FD" // fd of the pipe the secrets come through
+	upgradeWait  = time.Minute         // how long the old process waits for the new one
 )
+
+// secrets are what a new process takes over from the old one besides the
+// listeners, so that clients notice nothing: the sticky cookie key made at
+// start (used when the file sets none), and the HTTPS listener's session
+// ticket keys, newest first. They go through a pipe, not the environment,
+// which other processes of the same user can read.
+type secrets struct {
+	CookieSecret []byte     `json:"cookie_secret"`
+	TicketKeys   [][32]byte `json:"ticket_keys"`
+}
+
+// inheritedSecrets reads the secrets an upgrading parent handed over, or
+// returns nil when this process was not started that way.
+func inheritedSecrets() (*secrets, error) {
+	fdText := os.Getenv(envSecretsFD)
+	if fdText == "" {
+		return nil, nil
+	}
+	os.Unsetenv(envSecretsFD)
+	fd, err := strconv.Atoi(fdText)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bad descriptor %q", envSecretsFD, fdText)
+	}
+	f := os.NewFile(uintptr(fd), "secrets")
+	defer f.Close()
+	var s secrets
+	if err := json.NewDecoder(f).Decode(&s); err != nil {
+		return nil, fmt.Errorf("reading the secrets handed over: %w", err)
+	}
+	if len(s.CookieSecret) == 0 {
+		return nil, errors.New("the secrets handed over hold no cookie key")
+	}
+	return &s, nil
+}
 
 // inherited returns the listeners handed over by an upgrading parent, by
 // name, or nil when this process was not started that way.
@@ -101,9 +137,23 @@ func (a *app) upgrade() error {
 	defer r.Close()
 	files = append(files, w)
 	readyFD := 3 + len(files) - 1
+	// The secrets fit in the pipe's buffer: written whole before the new
+	// process starts, read by it at its start.
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	files = append(files, sr)
+	secretsFD := 3 + len(files) - 1
+	err = json.NewEncoder(sw).Encode(a.secrets())
+	sw.Close()
+	if err != nil {
+		return fmt.Errorf("cannot hand over the secrets: %w", err)
+	}
 
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envListeners+"="+strings.Join(spec, ","), envReadyFD+"="+strconv.Itoa(readyFD))
+	cmd.Env = append(os.Environ(), envListeners+"="+strings.Join(spec, ","), envReadyFD+"="+strconv.Itoa(readyFD),
+		envSecretsFD+"="+strconv.Itoa(secretsFD))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
@@ -134,6 +184,15 @@ func (a *app) upgrade() error {
 		cmd.Process.Kill()
 		return fmt.Errorf("the new process was not ready within %s; killed it", upgradeWait)
 	}
+}
+
+// secrets are this process's secrets, for a new process to take over.
+func (a *app) secrets() *secrets {
+	s := &secrets{CookieSecret: a.secret}
+	if a.tlsListener != nil {
+		s.TicketKeys = a.tlsListener.TicketKeys()
+	}
+	return s
 }
 
 // handOver returns a duplicate of ln's socket to give a new process. Not
