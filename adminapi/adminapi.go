@@ -556,58 +556,14 @@ func persistedBackends(s *upstream.Snapshot) []any {
 }
 
 func persistedBackend(b *upstream.Backend) any {
-	defaultID := b.ID == b.Addr
-	if defaultID && b.Weight() == 1 && b.MaxConns() == 0 && b.State() == upstream.StateActive {
-		return b.URL
-	}
-	type item struct {
-		URL      string `json:"url"`
-		Weight   int    `json:"weight"`
-		ID       string `json:"id,omitempty"`
-		MaxConns int    `json:"max_conns,omitempty"`
-		State    string `json:"state,omitempty"`
-	}
-	it := item{URL: b.URL, Weight: b.Weight(), MaxConns: b.MaxConns()}
-	if !defaultID {
-		it.ID = b.ID
-	}
-	if st := b.State(); st != upstream.StateActive {
-		it.State = st.String()
-	}
-	return it
+	return config.ViewBackend(config.BackendView{URL: b.URL, Weight: b.Weight(), ID: b.ID, MaxConns: b.MaxConns(), State: b.State().String()}, b.Addr)
 }
 
-// Render is the configuration in force as GET /api/v1/config shows it: the
-// file's settings with the pool's current backends, durations as strings,
-// and the admin token redacted.
+// Render is the configuration in force as GET /api/v1/config shows it:
+// every key of the file (config.View: durations as strings, secrets
+// redacted), with the pool's current backends.
 func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
-	token := ""
-	if c.AdminToken != "" {
-		token = "(redacted)"
-	}
-	hc := c.HealthCheck
-	st := c.Sticky
-	secret := ""
-	if st.CookieSecret != "" {
-		secret = "(redacted)"
-	}
-	return map[string]any{
-		"port": c.Port, "bind": c.Bind, "admin_port": c.AdminPort, "admin_bind": c.AdminBind,
-		"admin_token": token, "admin_token_file": c.AdminTokenFile, "admin_persist": c.AdminPersist,
-		"strategy":        c.Strategy,
-		"backend_timeout": c.BackendTimeout.String(), "connect_timeout": c.ConnectTimeout.String(),
-		"client_read_timeout": c.ClientReadTimeout.String(), "client_idle_timeout": c.ClientIdleTimeout.String(),
-		"shutdown_timeout": c.ShutdownTimeout.String(), "queue_timeout": c.QueueTimeout.String(),
-		"retries": c.Retries, "max_client_conns": c.MaxClientConns, "max_header_bytes": c.MaxHeaderBytes, "max_request_body": c.MaxRequestBody,
-		"health_check_frequency": c.HealthCheckFrequency.String(), "health_check_method": c.HealthCheckMethod,
-		"health_check": map[string]any{
-			"path": hc.Path, "expect_status": hc.ExpectStatus, "timeout": hc.Timeout.String(), "rise": hc.Rise, "fall": hc.Fall,
-		},
-		"sticky": map[string]any{
-			"mode": st.Mode, "cookie": st.Cookie, "cookie_insert": st.CookieInsert, "cookie_max_age": st.CookieMaxAge.String(),
-			"cookie_secret": secret, "header": st.Header, "balance_factor": st.BalanceFactor, "trusted_proxies": st.TrustedProxies,
-		},
-		"log_level": c.LogLevel, "access_log": c.AccessLog,
-		"backends": persistedBackends(s),
-	}
+	m := config.View(c)
+	m["backends"] = persistedBackends(s)
+	return m
 }

@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -445,5 +446,41 @@ func TestChunkedBodies(t *testing.T) {
 				t.Errorf("%d %s; want %d with %q", resp.StatusCode, body, tt.status, tt.want)
 			}
 		})
+	}
+}
+
+// TestConfigView: GET /api/v1/config shows every key of the file in
+// force, tls and backend_tls included, with the pool's backends and the
+// secrets redacted.
+func TestConfigView(t *testing.T) {
+	h := startAdmin(t, `{"port": 9100, "admin_token": "s3cret-token", "sticky": {"mode": "cookie", "cookie_secret": "0123456789abcdefXYZ"},
+		"tls": {"port": 9443, "certificates": [{"cert_file": "/etc/fastlb/a.pem", "key_file": "/etc/fastlb/a-key.pem"}]},
+		"backend_tls": {"ca_file": "/etc/fastlb/ca.pem"},
+		"backends": ["http://127.0.0.1:9001"]}`)
+	h.call("POST", "/api/v1/backends", `{"url": "http://127.0.0.1:9002", "weight": 2, "id": "added"}`, "Authorization", "Bearer s3cret-token")
+	_, body, _ := h.call("GET", "/api/v1/config", "", "Authorization", "Bearer s3cret-token")
+	var view map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &view); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	for _, k := range config.Keys {
+		if _, ok := view[k.Name]; !ok {
+			t.Errorf("the view lacks %q", k.Name)
+		}
+	}
+	for key, want := range map[string]string{
+		"tls":         `{"bind":"0.0.0.0","certificates":[{"cert_file":"/etc/fastlb/a.pem","key_file":"/etc/fastlb/a-key.pem"}],"min_version":"1.2","port":9443,"redirect_http":false}`,
+		"backend_tls": `{"ca_file":"/etc/fastlb/ca.pem","insecure_skip_verify":false}`,
+		"backends":    `["http://127.0.0.1:9001",{"url":"http://127.0.0.1:9002","weight":2,"id":"added"}]`,
+		"admin_token": `"(redacted)"`,
+	} {
+		var compact bytes.Buffer
+		json.Compact(&compact, view[key])
+		if compact.String() != want {
+			t.Errorf("%s: %s, want %s", key, compact.String(), want)
+		}
+	}
+	if strings.Contains(body, "s3cret") || strings.Contains(body, "0123456789abcdefXYZ") {
+		t.Errorf("a secret shows: %s", body)
 	}
 }

@@ -218,72 +218,55 @@ func (d *decoder) apply(path string, members []member, fields []field) {
 	}
 }
 
+// fill decodes the top-level members into c, each by its Key.
 func (d *decoder) fill(c *Config, top []member) {
-	hc := &c.HealthCheck
-	d.apply("", top, []field{
-		{"port", d.intTo(&c.Port)},
-		{"bind", d.stringTo(&c.Bind)},
-		{"admin_port", d.intTo(&c.AdminPort)},
-		{"admin_bind", d.stringTo(&c.AdminBind)},
-		{"admin_token", d.stringTo(&c.AdminToken)},
-		{"admin_token_file", d.stringTo(&c.AdminTokenFile)},
-		{"admin_persist", d.boolTo(&c.AdminPersist)},
-		{"strategy", d.stringTo(&c.Strategy)},
-		{"backend_timeout", d.durationTo(&c.BackendTimeout)},
-		{"connect_timeout", d.durationTo(&c.ConnectTimeout)},
-		{"client_read_timeout", d.durationTo(&c.ClientReadTimeout)},
-		{"client_idle_timeout", d.durationTo(&c.ClientIdleTimeout)},
-		{"shutdown_timeout", d.durationTo(&c.ShutdownTimeout)},
-		{"queue_timeout", d.durationTo(&c.QueueTimeout)},
-		{"retries", d.intTo(&c.Retries)},
-		{"max_client_conns", d.intTo(&c.MaxClientConns)},
-		{"max_header_bytes", d.sizeTo(&c.MaxHeaderBytes)},
-		{"max_request_body", d.sizeTo(&c.MaxRequestBody)},
-		{"health_check_frequency", d.durationTo(&c.HealthCheckFrequency)},
-		{"health_check_method", d.stringTo(&c.HealthCheckMethod)},
-		{"health_check", func(p string, raw json.RawMessage) {
-			d.apply(p, d.object(p, raw), []field{
-				{"path", d.stringTo(&hc.Path)},
-				{"expect_status", d.stringTo(&hc.ExpectStatus)},
-				{"timeout", d.durationTo(&hc.Timeout)},
-				{"rise", d.intTo(&hc.Rise)},
-				{"fall", d.intTo(&hc.Fall)},
-			})
-		}},
-		{"sticky", func(p string, raw json.RawMessage) {
-			st := &c.Sticky
-			d.apply(p, d.object(p, raw), []field{
-				{"mode", d.stringTo(&st.Mode)},
-				{"cookie", d.stringTo(&st.Cookie)},
-				{"cookie_insert", d.boolTo(&st.CookieInsert)},
-				{"cookie_max_age", d.durationTo(&st.CookieMaxAge)},
-				{"cookie_secret", d.stringTo(&st.CookieSecret)},
-				{"header", d.stringTo(&st.Header)},
-				{"balance_factor", d.floatTo(&st.BalanceFactor)},
-				{"trusted_proxies", d.stringsTo(&st.TrustedProxies)},
-			})
-		}},
-		{"tls", func(p string, raw json.RawMessage) {
-			t := &TLS{Port: 8443, Bind: "0.0.0.0", MinVersion: "1.2"}
-			c.TLS = t
-			d.apply(p, d.object(p, raw), []field{
-				{"port", d.intTo(&t.Port)},
-				{"bind", d.stringTo(&t.Bind)},
-				{"certificates", func(p string, raw json.RawMessage) { t.Certificates = d.certificates(p, raw) }},
-				{"min_version", d.stringTo(&t.MinVersion)},
-				{"redirect_http", d.boolTo(&t.RedirectHTTP)},
-			})
-		}},
-		{"backend_tls", func(p string, raw json.RawMessage) {
-			b := &c.BackendTLS
-			d.apply(p, d.object(p, raw), []field{
-				{"ca_file", d.stringTo(&b.CAFile)},
-				{"insecure_skip_verify", d.boolTo(&b.InsecureSkipVerify)},
-			})
-		}},
-		{"log_level", d.stringTo(&c.LogLevel)},
-		{"access_log", d.stringTo(&c.AccessLog)},
-		{"backends", func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }},
+	fields := make([]field, len(Keys))
+	for i, k := range Keys {
+		fields[i] = field{k.Name, k.decode(d, c)}
+	}
+	d.apply("", top, fields)
+}
+
+func (d *decoder) healthCheck(path string, raw json.RawMessage, hc *HealthCheck) {
+	d.apply(path, d.object(path, raw), []field{
+		{"path", d.stringTo(&hc.Path)},
+		{"expect_status", d.stringTo(&hc.ExpectStatus)},
+		{"timeout", d.durationTo(&hc.Timeout)},
+		{"rise", d.intTo(&hc.Rise)},
+		{"fall", d.intTo(&hc.Fall)},
+	})
+}
+
+func (d *decoder) stickyObject(path string, raw json.RawMessage, st *Sticky) {
+	d.apply(path, d.object(path, raw), []field{
+		{"mode", d.stringTo(&st.Mode)},
+		{"cookie", d.stringTo(&st.Cookie)},
+		{"cookie_insert", d.boolTo(&st.CookieInsert)},
+		{"cookie_max_age", d.durationTo(&st.CookieMaxAge)},
+		{"cookie_secret", d.stringTo(&st.CookieSecret)},
+		{"header", d.stringTo(&st.Header)},
+		{"balance_factor", d.floatTo(&st.BalanceFactor)},
+		{"trusted_proxies", d.stringsTo(&st.TrustedProxies)},
+	})
+}
+
+// tlsObject decodes "tls"; its presence turns the HTTPS listener on.
+func (d *decoder) tlsObject(path string, raw json.RawMessage) *TLS {
+	t := &TLS{Port: 8443, Bind: "0.0.0.0", MinVersion: "1.2"}
+	d.apply(path, d.object(path, raw), []field{
+		{"port", d.intTo(&t.Port)},
+		{"bind", d.stringTo(&t.Bind)},
+		{"certificates", func(p string, raw json.RawMessage) { t.Certificates = d.certificates(p, raw) }},
+		{"min_version", d.stringTo(&t.MinVersion)},
+		{"redirect_http", d.boolTo(&t.RedirectHTTP)},
+	})
+	return t
+}
+
+func (d *decoder) backendTLS(path string, raw json.RawMessage, b *BackendTLS) {
+	d.apply(path, d.object(path, raw), []field{
+		{"ca_file", d.stringTo(&b.CAFile)},
+		{"insecure_skip_verify", d.boolTo(&b.InsecureSkipVerify)},
 	})
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,48 +353,6 @@ func (a *app) openAccessLog(dest string) error {
 	return nil
 }
 
-// restartOnly lists the settings a reload cannot change: listeners and the
-// client-facing server's buffers and timeouts.
-var restartOnly = []struct {
-	key  string
-	same func(a, b *config.Config) bool
-	keep func(dst, src *config.Config)
-}{
-	{"port", func(a, b *config.Config) bool { return a.Port == b.Port }, func(d, s *config.Config) { d.Port = s.Port }},
-	{"bind", func(a, b *config.Config) bool { return a.Bind == b.Bind }, func(d, s *config.Config) { d.Bind = s.Bind }},
-	{"admin_port", func(a, b *config.Config) bool { return a.AdminPort == b.AdminPort }, func(d, s *config.Config) { d.AdminPort = s.AdminPort }},
-	{"admin_bind", func(a, b *config.Config) bool { return a.AdminBind == b.AdminBind }, func(d, s *config.Config) { d.AdminBind = s.AdminBind }},
-	{"max_header_bytes", func(a, b *config.Config) bool { return a.MaxHeaderBytes == b.MaxHeaderBytes }, func(d, s *config.Config) { d.MaxHeaderBytes = s.MaxHeaderBytes }},
-	{"max_request_body", func(a, b *config.Config) bool { return a.MaxRequestBody == b.MaxRequestBody }, func(d, s *config.Config) { d.MaxRequestBody = s.MaxRequestBody }},
-	{"client_read_timeout", func(a, b *config.Config) bool { return a.ClientReadTimeout == b.ClientReadTimeout }, func(d, s *config.Config) { d.ClientReadTimeout = s.ClientReadTimeout }},
-	{"client_idle_timeout", func(a, b *config.Config) bool { return a.ClientIdleTimeout == b.ClientIdleTimeout }, func(d, s *config.Config) { d.ClientIdleTimeout = s.ClientIdleTimeout }},
-	{"max_client_conns", func(a, b *config.Config) bool { return a.MaxClientConns == b.MaxClientConns }, func(d, s *config.Config) { d.MaxClientConns = s.MaxClientConns }},
-	{"tls", func(a, b *config.Config) bool { return sameListener(a.TLS, b.TLS) }, func(d, s *config.Config) { keepListener(d, s) }},
-	{"backend_tls", func(a, b *config.Config) bool { return a.BackendTLS == b.BackendTLS }, func(d, s *config.Config) { d.BackendTLS = s.BackendTLS }},
-}
-
-// sameListener reports whether two "tls" objects need the same HTTPS
-// listener: both absent, or the same port, bind, minimum version and
-// redirect. Certificates can change without a restart.
-func sameListener(a, b *config.TLS) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.Port == b.Port && a.Bind == b.Bind && a.MinVersion == b.MinVersion && a.RedirectHTTP == b.RedirectHTTP
-}
-
-// keepListener keeps the listener settings of src in dst, and dst's
-// certificates when both have a listener.
-func keepListener(dst, src *config.Config) {
-	if dst.TLS == nil || src.TLS == nil {
-		dst.TLS = src.TLS
-		return
-	}
-	t := *src.TLS
-	t.Certificates = dst.TLS.Certificates
-	dst.TLS = &t
-}
-
 // Exclusive implements adminapi.Runtime: fn runs while no reload runs.
 func (a *app) Exclusive(fn func()) {
 	a.changing.Lock()
@@ -416,10 +373,14 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	}
 	old := a.cfg.Load()
 	res := &adminapi.ReloadResult{Applied: []string{}, RestartRequired: []string{}}
-	for _, r := range restartOnly {
-		if !r.same(old, next) {
-			res.RestartRequired = append(res.RestartRequired, r.key)
-			r.keep(next, old)
+	for _, k := range config.Keys {
+		switch {
+		case k.Same(old, next):
+		case k.Reload == config.Restart:
+			res.RestartRequired = append(res.RestartRequired, k.Name)
+			k.Keep(next, old)
+		case k.Name != "backends": // the pool reports those (res.Backends)
+			res.Applied = append(res.Applied, k.Name)
 		}
 	}
 	// Certificates are re-read on every reload (files replaced in place);
@@ -445,9 +406,6 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		if err := a.openAccessLog(next.AccessLog); err != nil {
 			return nil, err
 		}
-		if next.AccessLog != old.AccessLog {
-			res.Applied = append(res.Applied, "access_log")
-		}
 	}
 	unwatch := a.unwatch
 	settings, err := a.settings(next)
@@ -461,30 +419,6 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
 	a.checker.Reconfigure(next)
 	setLevel(a.level, next.LogLevel)
-	for _, c := range []struct {
-		key     string
-		changed bool
-	}{
-		{"strategy", next.Strategy != old.Strategy},
-		{"sticky", !reflect.DeepEqual(next.Sticky, old.Sticky)},
-		{"backend_timeout", next.BackendTimeout != old.BackendTimeout},
-		{"retries", next.Retries != old.Retries},
-		{"connect_timeout", next.ConnectTimeout != old.ConnectTimeout},
-		{"shutdown_timeout", next.ShutdownTimeout != old.ShutdownTimeout},
-		{"queue_timeout", next.QueueTimeout != old.QueueTimeout},
-		{"health_check_frequency", next.HealthCheckFrequency != old.HealthCheckFrequency},
-		{"health_check_method", next.HealthCheckMethod != old.HealthCheckMethod},
-		{"health_check", !slices.Equal(next.HealthCheck.Expect, old.HealthCheck.Expect) ||
-			next.HealthCheck.Path != old.HealthCheck.Path || next.HealthCheck.Timeout != old.HealthCheck.Timeout ||
-			next.HealthCheck.Rise != old.HealthCheck.Rise || next.HealthCheck.Fall != old.HealthCheck.Fall},
-		{"log_level", next.LogLevel != old.LogLevel},
-		{"admin_token", next.AdminToken != old.AdminToken},
-		{"admin_persist", next.AdminPersist != old.AdminPersist},
-	} {
-		if c.changed {
-			res.Applied = append(res.Applied, c.key)
-		}
-	}
 	res.Backends = a.pool.Apply(next.Backends, func(fresh []*upstream.Backend) {
 		a.checker.CheckAll(context.Background(), fresh)
 	})
