@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -275,6 +276,12 @@ type Backend struct {
 	RequestsTotal  uint64     `json:"requests_total"`
 	FailuresTotal  uint64     `json:"failures_total"`
 	LastCheck      *LastCheck `json:"last_check"`
+	// EjectedUntil is when the backend's ejection by outlier detection
+	// ends; null when it is not ejected.
+	EjectedUntil *time.Time `json:"ejected_until"`
+	// EffectiveWeight is the weight it is balanced with now: below its
+	// weight while slow start ramps it up.
+	EffectiveWeight float64 `json:"effective_weight"`
 }
 
 // LastCheck is a backend's latest health check.
@@ -294,6 +301,11 @@ func view(b *upstream.Backend) Backend {
 	if lc := b.LastCheck(); lc != nil {
 		v.LastCheck = &LastCheck{At: lc.At.UTC(), OK: lc.OK, LatencyMs: float64(lc.Latency.Microseconds()) / 1000, Error: lc.Err}
 	}
+	if ejected, until := b.Ejected(); ejected {
+		until = until.UTC()
+		v.EjectedUntil = &until
+	}
+	v.EffectiveWeight = math.Round(b.EffectiveWeight()*1000) / 1000
 	return v
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"fastlb/config"
 	"fastlb/upstream"
@@ -18,6 +19,13 @@ import (
 // weights, and a policy watching it.
 func newPool(t testing.TB, p Policy, weights ...int) (*upstream.Pool, []*upstream.Backend) {
 	t.Helper()
+	return newPoolWith(t, p, upstream.Options{}, weights...)
+}
+
+// newPoolWith is newPool with the pool's options (Rise, Fall and Logger
+// are set).
+func newPoolWith(t testing.TB, p Policy, opts upstream.Options, weights ...int) (*upstream.Pool, []*upstream.Backend) {
+	t.Helper()
 	cfgs := make([]config.Backend, len(weights))
 	for i, w := range weights {
 		cfgs[i] = config.Backend{URL: fmt.Sprintf("http://127.0.0.1:%d", 10000+i), ID: string(rune('a' + i)), Weight: w}
@@ -25,13 +33,56 @@ func newPool(t testing.TB, p Policy, weights ...int) (*upstream.Pool, []*upstrea
 			t.Fatal(err)
 		}
 	}
-	pool := upstream.NewPool(cfgs, upstream.Options{Rise: 1, Fall: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Rise, opts.Fall, opts.Logger = 1, 1, slog.New(slog.NewTextHandler(io.Discard, nil))
+	pool := upstream.NewPool(cfgs, opts)
 	bs := pool.Snapshot().All
 	for _, b := range bs {
 		pool.ReportCheck(b, upstream.CheckResult{OK: true})
 	}
 	pool.Watch(p.Update)
 	return pool, bs
+}
+
+// ramp brings backend id back from maint, which starts its slow start.
+func ramp(t testing.TB, pool *upstream.Pool, id string) {
+	t.Helper()
+	for _, st := range []upstream.State{upstream.StateMaint, upstream.StateActive} {
+		if _, err := pool.SetState(id, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSlowStartEveryStrategy: a backend ramping up takes a small part of
+// its share in every strategy (at the start of an hour's ramp, about 1%),
+// and is still picked when no other backend is usable.
+func TestSlowStartEveryStrategy(t *testing.T) {
+	for name, mk := range policies {
+		t.Run(name, func(t *testing.T) {
+			p := mk()
+			pool, bs := newPoolWith(t, p, upstream.Options{SlowStart: time.Hour}, 1, 1, 1)
+			ramp(t, pool, "c")
+			if w := bs[2].EffectiveWeight(); w > 0.02 {
+				t.Errorf("effective weight %.3f at the start of its ramp", w)
+			}
+			counts := map[string]int{}
+			const n = 30000
+			for range n {
+				counts[p.Pick(Tried{}).ID]++
+			}
+			if counts["c"] > n/3/5 {
+				t.Errorf("the ramping backend got %d of %d picks, want under a fifth of its share (%d)", counts["c"], n, n/3/5)
+			}
+			var tried Tried
+			tried.Add(bs[0])
+			tried.Add(bs[1])
+			for range 100 {
+				if b := p.Pick(tried); b != bs[2] {
+					t.Fatalf("with only the ramping backend untried, picked %v", b)
+				}
+			}
+		})
+	}
 }
 
 func sequence(p Policy, n int) string {
@@ -246,10 +297,14 @@ func TestNew(t *testing.T) {
 func TestPickAllocations(t *testing.T) {
 	for name, mk := range policies {
 		p := mk()
-		newPool(t, p, 3, 2, 1)
+		pool, _ := newPoolWith(t, p, upstream.Options{SlowStart: time.Hour}, 3, 2, 1)
 		var tried Tried
 		if n := testing.AllocsPerRun(1000, func() { tried.Add(p.Pick(tried)); tried = Tried{} }); n != 0 {
 			t.Errorf("%s: %.1f allocations per pick", name, n)
+		}
+		ramp(t, pool, "c")
+		if n := testing.AllocsPerRun(1000, func() { tried.Add(p.Pick(tried)); tried = Tried{} }); n != 0 {
+			t.Errorf("%s, one backend ramping up: %.1f allocations per pick", name, n)
 		}
 	}
 }

@@ -42,18 +42,25 @@ func (l *LeastConn) Pick(tried Tried) *upstream.Backend {
 		return nil
 	}
 	start := t.next.Add(1) - 1
-	var best *upstream.Backend
+	var best, held *upstream.Backend
 	var bestActive, bestWeight int64
 	for k := range n {
 		b := t.backends[(start+k)%n]
 		if !usable(b, &tried) {
 			continue
 		}
-		active, weight := b.Active(), int64(b.Weight())
+		if !b.Admit() { // a slow start holds it back this time
+			held = b
+			continue
+		}
+		active, weight := b.Active(), int64(b.Weight())*b.RampShare()
 		// active/weight < bestActive/bestWeight, without division.
 		if best == nil || active*bestWeight < bestActive*weight {
 			best, bestActive, bestWeight = b, active, weight
 		}
+	}
+	if best == nil {
+		return held
 	}
 	return best
 }
@@ -106,12 +113,13 @@ func (r *RandomTwo) Pick(tried Tried) *upstream.Backend {
 		j++
 	}
 	a, b := bs[i], bs[j]
-	okA, okB := usable(a, &tried), usable(b, &tried)
+	// A backend that a slow start holds back this time is not drawn.
+	okA, okB := usable(a, &tried) && a.Admit(), usable(b, &tried) && b.Admit()
 	switch {
 	case okA && okB:
 		// (active+1)/weight: the +1 counts the request being placed, so a
 		// heavier backend wins between two idle ones.
-		if (b.Active()+1)*int64(a.Weight()) < (a.Active()+1)*int64(b.Weight()) {
+		if (b.Active()+1)*int64(a.Weight())*a.RampShare() < (a.Active()+1)*int64(b.Weight())*b.RampShare() {
 			return b
 		}
 		return a

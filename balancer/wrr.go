@@ -50,15 +50,20 @@ func (w *SmoothWRR) Pick(tried Tried) *upstream.Backend {
 	if tried.n > 0 && !anyUsable(t.backends, &tried) {
 		return nil
 	}
-	// Skip ahead past backends that are full or already tried; one cycle
-	// visits every backend, so this ends.
+	// Skip ahead past backends that are full or already tried, or that a
+	// slow start holds back this time; one cycle visits every backend, so
+	// this ends. One held back is taken if no other is usable.
+	var held *upstream.Backend
 	for range n {
 		b := t.backends[t.sched[(t.next.Add(1)-1)%n]]
 		if usable(b, &tried) {
-			return b
+			if b.Admit() {
+				return b
+			}
+			held = b
 		}
 	}
-	return nil
+	return held
 }
 
 func anyUsable(bs []*upstream.Backend, tried *Tried) bool {

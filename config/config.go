@@ -73,6 +73,12 @@ type Config struct {
 	TLS        *TLS
 	BackendTLS BackendTLS
 
+	Outlier Outlier
+	// SlowStart is how long a backend that comes back (healthy again,
+	// ejection over, added, or out of maint) takes to ramp up to its full
+	// weight; 0: at once.
+	SlowStart time.Duration
+
 	LogLevel  string // debug, info, warn or error
 	AccessLog string // "off", "stderr" or a file path
 
@@ -146,6 +152,16 @@ func (h *HealthCheck) StatusOK(code int) bool {
 	return false
 }
 
+// Outlier holds the "outlier" object: passive ejection of backends that
+// fail real traffic. A counter of 0 is off.
+type Outlier struct {
+	Consecutive5xx           int           // 5xx answers in a row that eject
+	ConsecutiveGatewayErrors int           // failures in a row (refused, reset, malformed, timeout) that eject
+	Interval                 time.Duration // each one without an ejection takes one off a backend's ejection count
+	BaseEjectionTime         time.Duration // an ejection lasts this times the backend's ejection count (at most 10)
+	MaxEjectionPercent       int           // of a pool's backends ejected at once, at most (at least one may be)
+}
+
 // Backend states accepted by a backend's "state" key.
 const (
 	StateActive = "active"
@@ -194,7 +210,9 @@ func Defaults() *Config {
 			Rise:         2,
 			Fall:         3,
 		},
-		Sticky:    Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
+		Sticky: Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
+		Outlier: Outlier{Consecutive5xx: 5, ConsecutiveGatewayErrors: 3, Interval: 10 * time.Second,
+			BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50},
 		LogLevel:  "info",
 		AccessLog: "off",
 	}

@@ -73,6 +73,15 @@ func TestDefaults(t *testing.T) {
 	if c.HealthCheck.ExpectStatus != d.HealthCheck.ExpectStatus || !c.HealthCheck.StatusOK(399) || c.HealthCheck.StatusOK(400) {
 		t.Errorf("expect_status default wrong: %+v", c.HealthCheck)
 	}
+	// outlier absent or {} takes the SPEC's defaults; slow start is off.
+	want := Outlier{Consecutive5xx: 5, ConsecutiveGatewayErrors: 3, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50}
+	empty, err := Parse([]byte(`{"outlier": {}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Outlier != want || empty.Outlier != want || c.SlowStart != 0 {
+		t.Errorf("outlier defaults %+v and %+v, slow_start %v; want %+v and 0", c.Outlier, empty.Outlier, c.SlowStart, want)
+	}
 }
 
 func TestFullConfig(t *testing.T) {
@@ -239,6 +248,13 @@ func TestErrors(t *testing.T) {
 		{"duplicate explicit id", `{"backends": [{"url": "http://a:1", "id": "x"}, {"url": "http://b:1", "id": "x"}]}`, []string{`backends[1].id: duplicate id "x" (also backends[0]`}},
 		{"several problems at once", `{"port": 0, "strategy": "x", "backends": ["ftp://a", {"url": "http://b:1", "weight": 5000}]}`, []string{
 			"port: must be 1..65535", "strategy: unknown strategy", "backends[0].url: scheme", "backends[1].weight: must be 0..1000"}},
+		{"outlier not an object", `{"outlier": 5}`, []string{"outlier: must be an object"}},
+		{"outlier unknown key", `{"outlier": {"consecutive_500": 5}}`, []string{`outlier.consecutive_500: unknown key (did you mean "consecutive_5xx"?)`}},
+		{"outlier ranges", `{"outlier": {"consecutive_5xx": -1, "consecutive_gateway_errors": 1001, "interval": "0s", "base_ejection_time": "0s", "max_ejection_percent": 101}}`, []string{
+			"outlier.consecutive_5xx: must be 0 (off) to 1000, not -1", "outlier.consecutive_gateway_errors: must be 0 (off) to 1000, not 1001",
+			"outlier.interval: must be greater than 0", "outlier.base_ejection_time: must be greater than 0", "outlier.max_ejection_percent: must be 0..100, not 101"}},
+		{"slow_start negative", `{"slow_start": "-6s"}`, []string{"slow_start: must not be negative"}},
+		{"slow_start type", `{"slow_start": 6}`, []string{`slow_start: must be a duration string`}},
 		{"decode problem not repeated", `{"backends": [{"weight": 2000}]}`, []string{"backends[0].url: is required", "backends[0].weight: must be 0..1000"}},
 	}
 	for _, tt := range tests {

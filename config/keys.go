@@ -79,6 +79,8 @@ var Keys = []Key{
 		Keep: keepListener,
 	},
 	object("backend_tls", Restart, func(c *Config) *BackendTLS { return &c.BackendTLS }, (*decoder).backendTLS, viewBackendTLS),
+	object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier),
+	scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration),
 	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string]),
 	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string]),
 	{
@@ -172,6 +174,14 @@ func viewTLS(t *TLS) any {
 	}
 	return map[string]any{
 		"port": t.Port, "bind": t.Bind, "certificates": certs, "min_version": t.MinVersion, "redirect_http": t.RedirectHTTP,
+	}
+}
+
+func viewOutlier(o *Outlier) any {
+	return map[string]any{
+		"consecutive_5xx": o.Consecutive5xx, "consecutive_gateway_errors": o.ConsecutiveGatewayErrors,
+		"interval": o.Interval.String(), "base_ejection_time": o.BaseEjectionTime.String(),
+		"max_ejection_percent": o.MaxEjectionPercent,
 	}
 }
 

@@ -24,6 +24,9 @@ const everyKey = `{
   "tls": {"port": 9443, "bind": "127.0.0.1", "certificates": [{"cert_file": "/c.pem", "key_file": "/k.pem"}],
           "min_version": "1.3", "redirect_http": true},
   "backend_tls": {"ca_file": "/ca.pem", "insecure_skip_verify": true},
+  "outlier": {"consecutive_5xx": 7, "consecutive_gateway_errors": 0, "interval": "20s", "base_ejection_time": "1m",
+              "max_ejection_percent": 34},
+  "slow_start": "6s",
   "log_level": "debug", "access_log": "stderr",
   "backends": ["http://a:1", {"url": "http://b:2", "weight": 3, "id": "big", "max_conns": 5, "state": "drain"}]
 }`

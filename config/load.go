@@ -263,6 +263,16 @@ func (d *decoder) tlsObject(path string, raw json.RawMessage) *TLS {
 	return t
 }
 
+func (d *decoder) outlier(path string, raw json.RawMessage, o *Outlier) {
+	d.apply(path, d.object(path, raw), []field{
+		{"consecutive_5xx", d.intTo(&o.Consecutive5xx)},
+		{"consecutive_gateway_errors", d.intTo(&o.ConsecutiveGatewayErrors)},
+		{"interval", d.durationTo(&o.Interval)},
+		{"base_ejection_time", d.durationTo(&o.BaseEjectionTime)},
+		{"max_ejection_percent", d.intTo(&o.MaxEjectionPercent)},
+	})
+}
+
 func (d *decoder) backendTLS(path string, raw json.RawMessage, b *BackendTLS) {
 	d.apply(path, d.object(path, raw), []field{
 		{"ca_file", d.stringTo(&b.CAFile)},
@@ -620,6 +630,19 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.sticky(&c.Sticky)
 	d.tls(c)
+	o := &c.Outlier
+	if o.Consecutive5xx < 0 || o.Consecutive5xx > 1000 {
+		d.fail("outlier.consecutive_5xx", "must be 0 (off) to 1000, not %d", o.Consecutive5xx)
+	}
+	if o.ConsecutiveGatewayErrors < 0 || o.ConsecutiveGatewayErrors > 1000 {
+		d.fail("outlier.consecutive_gateway_errors", "must be 0 (off) to 1000, not %d", o.ConsecutiveGatewayErrors)
+	}
+	d.positive("outlier.interval", o.Interval)
+	d.positive("outlier.base_ejection_time", o.BaseEjectionTime)
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		d.fail("outlier.max_ejection_percent", "must be 0..100, not %d", o.MaxEjectionPercent)
+	}
+
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

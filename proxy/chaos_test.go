@@ -15,7 +15,7 @@ import (
 // TestRetryBudget: when every backend fails, retries stay near 20% of the
 // requests instead of multiplying the load by 1+retries.
 func TestRetryBudget(t *testing.T) {
-	h := startHarness(t, `"health_check": {"fall": 100}`, 1, 1, 1)
+	h := startHarness(t, `"health_check": {"fall": 100}, "outlier": {"consecutive_gateway_errors": 0}`, 1, 1, 1)
 	const n = 300
 	for range n {
 		h.do("GET", "/close", "")

@@ -104,7 +104,7 @@ func (h *harness) start(cfg *config.Config) {
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.pool = upstream.NewPool(cfg.Backends, upstream.Options{
 		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
-		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Logger: logger,
+		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Outlier: cfg.Outlier, SlowStart: cfg.SlowStart, Logger: logger,
 	})
 	settings, unwatch, err := SettingsFor(cfg, h.pool, []byte("harness-secret-0123456789"))
 	if err != nil {

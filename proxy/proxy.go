@@ -264,7 +264,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 			err = p.serveUpgrade(ctx, st, b, upgrade)
 			if err == nil || err == errNotSwitched {
 				b.Observe(resp.StatusCode(), time.Since(attempt))
-				p.pool.RequestSucceeded(b)
+				p.pool.Answered(b, resp.StatusCode())
 				if st.sticky.insertsCookie() && last != key.cookie {
 					st.sticky.setCookie(ctx, last)
 				}
@@ -275,7 +275,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		}
 		if err == nil {
 			b.Observe(resp.StatusCode(), time.Since(attempt))
-			p.pool.RequestSucceeded(b)
+			p.pool.Answered(b, resp.StatusCode())
 			break
 		}
 		if errors.Is(err, upstream.ErrFull) {
@@ -293,7 +293,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		}
 		f := classify(err)
 		b.Observe(f.status, time.Since(attempt))
-		p.pool.RequestFailed(b, f.connFailure, err.Error())
+		p.pool.RequestFailed(b, f.connFailure, f.connFailure || f.timeout, err.Error())
 		// A streamed body is sent again only if none of it was sent.
 		resendable := body == nil || body.sent == 0
 		retry := tried.Len() <= st.Retries && resendable && (f.nothingSent || (!f.timeout && upstream.Idempotent(req))) && p.spendRetry()

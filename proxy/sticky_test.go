@@ -12,10 +12,11 @@ import (
 	"fastlb/upstream"
 )
 
-// metric reads a counter of the harness's metrics set.
+// metric reads a metric of the harness's metrics set or of its pool.
 func (h *harness) metric(name string) string {
 	var b bytes.Buffer
 	h.metrics.WritePrometheus(&b)
+	h.pool.WriteMetrics(&b)
 	for _, line := range strings.Split(b.String(), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return v

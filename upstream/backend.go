@@ -98,6 +98,8 @@ type Backend struct {
 	connFails atomic.Int32 // consecutive failed connections on the request path
 	lastCheck atomic.Pointer[CheckResult]
 	removed   atomic.Bool // no longer in the Pool
+
+	out outlierState // outlier detection and slow start
 }
 
 // ClientOptions are the HostClient settings shared by every backend.
@@ -372,8 +374,9 @@ func (b *Backend) eligible() bool {
 }
 
 // StickyOK reports whether the backend may take a request of a client
-// sticky to it: healthy, weighted, in the pool, and active or draining.
+// sticky to it: healthy, not ejected, weighted, in the pool, and active or
+// draining.
 func (b *Backend) StickyOK() bool {
 	st := b.State()
-	return (st == StateActive || st == StateDrain) && b.Healthy() && b.Weight() > 0 && !b.removed.Load()
+	return (st == StateActive || st == StateDrain) && b.Healthy() && !b.out.ejected.Load() && b.Weight() > 0 && !b.removed.Load()
 }

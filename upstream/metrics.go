@@ -73,6 +73,15 @@ func (p *Pool) WriteMetrics(w io.Writer) {
 	for _, b := range all {
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_backend_stale_connections_total{backend=%q}", b.ID), b.StaleConns())
 	}
+	// Named with a pool, as every per-backend series will be once
+	// fastlb has pools beside "default".
+	for _, b := range all {
+		metrics.WriteGaugeUint64(w, fmt.Sprintf("fastlb_backend_ejected{pool=\"default\",backend=%q}", b.ID), boolToUint(b.out.ejected.Load()))
+	}
+	for _, b := range all {
+		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_outlier_ejections_total{pool=\"default\",backend=%q,reason=%q}", b.ID, Reason5xx), b.out.byReason[0].Load())
+		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_outlier_ejections_total{pool=\"default\",backend=%q,reason=%q}", b.ID, ReasonGateway), b.out.byReason[1].Load())
+	}
 	for _, b := range all {
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"ok\"}", b.ID), b.checksOK.Load())
 		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"fail\"}", b.ID), b.checksFailed.Load())

@@ -67,7 +67,11 @@ type Options struct {
 	Client ClientOptions
 	Rise   int // consecutive good checks that bring a down backend up
 	Fall   int // consecutive bad checks, or failed connections, that take an up backend down
-	Logger *slog.Logger
+	// Outlier configures outlier detection; its zero value is off.
+	Outlier config.Outlier
+	// SlowStart is how long a backend that comes back ramps up; 0: at once.
+	SlowStart time.Duration
+	Logger    *slog.Logger
 }
 
 // Pool owns the backends and publishes snapshots of them. All methods are
@@ -79,6 +83,9 @@ type Pool struct {
 	rise   atomic.Int32
 	fall   atomic.Int32
 	snap   atomic.Pointer[Snapshot]
+
+	outlier   atomic.Pointer[config.Outlier]
+	slowStart atomic.Int64 // time.Duration
 
 	mu       sync.Mutex // serializes changes and watcher calls
 	watchers map[int]func(*Snapshot)
@@ -95,6 +102,8 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	client := newClientSettings(opts.Client)
 	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
 	p.SetHealthRules(opts.Rise, opts.Fall)
+	p.SetOutlier(opts.Outlier)
+	p.SetSlowStart(opts.SlowStart)
 	all := make([]*Backend, len(backends))
 	for i, c := range backends {
 		all[i] = newBackend(c, client)
@@ -219,6 +228,7 @@ func (p *Pool) Add(c config.Backend) (*Backend, error) {
 		}
 	}
 	b := newBackend(c, p.client)
+	b.out.rampOnUp.Store(true)
 	p.publishLocked(append(slices.Clip(all), b))
 	p.logger.Info("backend added", "backend", b.ID, "url", b.URL, "weight", b.Weight(), "state", b.State().String())
 	return b, nil
@@ -276,7 +286,7 @@ func (p *Pool) SetState(id string, s State) (*Backend, error) {
 		}
 		b.state.Store(uint32(s))
 		if old == StateMaint {
-			b.checked.Store(false)
+			p.leaveMaint(b)
 		}
 		p.logger.Info("backend state changed", "backend", id, "from", old.String(), "to", s.String())
 	})
@@ -342,10 +352,11 @@ func (p *Pool) Apply(cfgs []config.Backend, prepare func(fresh []*Backend)) Diff
 			if b.Weight() != c.Weight || b.State() != st {
 				d.Updated = append(d.Updated, c.ID)
 				b.weight.Store(int32(c.Weight))
-				if b.State() == StateMaint && st != StateMaint {
-					b.checked.Store(false)
-				}
+				wasMaint := b.State() == StateMaint
 				b.state.Store(uint32(st))
+				if wasMaint && st != StateMaint {
+					p.leaveMaint(b)
+				}
 			} else {
 				d.Unchanged++
 			}
@@ -356,6 +367,10 @@ func (p *Pool) Apply(cfgs []config.Backend, prepare func(fresh []*Backend)) Diff
 				b = fresh[i]
 			} else {
 				b = newBackend(c, p.client)
+			}
+			b.out.rampOnUp.Store(true)
+			if b.Healthy() { // checked by prepare
+				p.startRamp(b)
 			}
 		} else {
 			kept[b] = true
@@ -380,8 +395,23 @@ func sameIdentity(b *Backend, c config.Backend) bool {
 	return b.ID == c.ID && b.Scheme == c.Scheme && b.Addr == c.Addr && b.URL == c.URL && b.MaxConns() == c.MaxConns
 }
 
+// leaveMaint makes the next health check decide b's health directly, as at
+// start, and starts b's slow start (now if it is healthy, else once the
+// check finds it so). The caller holds p.mu.
+func (p *Pool) leaveMaint(b *Backend) {
+	b.checked.Store(false)
+	b.out.rampOnUp.Store(true)
+	if b.Healthy() {
+		p.startRamp(b)
+	}
+}
+
 // setHealthy flips b's health and republishes when it really changed.
-func (p *Pool) setHealthy(b *Backend, up bool, cause string) {
+// first is whether this is b's first health verdict (at start, or after
+// it was added or left maint). A backend coming up ramps up (slow start),
+// unless it is one of the backends fastlb started with, on its first
+// verdict; one that went down and is up again ends its ejection too.
+func (p *Pool) setHealthy(b *Backend, up bool, cause string, first bool) {
 	if !b.healthy.CompareAndSwap(!up, up) {
 		return
 	}
@@ -389,6 +419,12 @@ func (p *Pool) setHealthy(b *Backend, up bool, cause string) {
 	b.fallCount.Store(0)
 	if up {
 		p.logger.Info("backend up", "backend", b.ID, "cause", cause)
+		if !first || b.out.rampOnUp.Load() {
+			p.startRamp(b)
+		}
+		if !first {
+			p.unEject(b, "healthy again after being down")
+		}
 	} else {
 		p.logger.Warn("backend down", "backend", b.ID, "cause", cause)
 	}
@@ -414,7 +450,7 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 	}
 	if b.checked.CompareAndSwap(false, true) {
 		if r.OK != b.Healthy() {
-			p.setHealthy(b, r.OK, "first "+cause)
+			p.setHealthy(b, r.OK, "first "+cause, true)
 		} else if !r.OK {
 			p.logger.Warn("backend down", "backend", b.ID, "cause", "first "+cause)
 		}
@@ -425,11 +461,11 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 		b.fallCount.Store(0)
 	case r.OK:
 		if b.riseCount.Add(1) >= p.rise.Load() {
-			p.setHealthy(b, true, cause)
+			p.setHealthy(b, true, cause, false)
 		}
 	case b.Healthy():
 		if b.fallCount.Add(1) >= p.fall.Load() {
-			p.setHealthy(b, false, cause)
+			p.setHealthy(b, false, cause, false)
 		}
 	default:
 		b.riseCount.Store(0)
@@ -446,21 +482,20 @@ func (b *Backend) Checked() bool { return b.checked.Load() }
 // rotation without waiting for the next health check. A reused connection
 // closed before answering (ErrStaleConn) is not one: the caller passes
 // connFailure false for it.
-func (p *Pool) RequestFailed(b *Backend, connFailure bool, cause string) {
+//
+// gatewayError (refused, reset, malformed answer, timeout) adds to the run
+// of failures that ejects b (outlier detection).
+func (p *Pool) RequestFailed(b *Backend, connFailure, gatewayError bool, cause string) {
 	b.failures.Add(1)
+	if gatewayError {
+		p.gatewayError(b)
+	}
 	if !connFailure {
 		return
 	}
 	fall := p.fall.Load()
 	if b.connFails.Add(1) >= fall && b.Healthy() {
-		p.setHealthy(b, false, "connections failed "+strconv.Itoa(int(fall))+" times in a row: "+cause)
-	}
-}
-
-// RequestSucceeded records that b answered; it ends a run of connection failures.
-func (p *Pool) RequestSucceeded(b *Backend) {
-	if b.connFails.Load() != 0 {
-		b.connFails.Store(0)
+		p.setHealthy(b, false, "connections failed "+strconv.Itoa(int(fall))+" times in a row: "+cause, false)
 	}
 }
 

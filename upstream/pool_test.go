@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,16 +77,16 @@ func TestPassiveFailures(t *testing.T) {
 	p, bs := testPool(t, 2, 3, 1)
 	b := bs[0]
 	p.ReportCheck(b, CheckResult{OK: true})
-	p.RequestFailed(b, true, "refused")
-	p.RequestFailed(b, true, "refused")
-	p.RequestSucceeded(b) // breaks the run
-	p.RequestFailed(b, true, "refused")
-	p.RequestFailed(b, false, "timeout") // not a connection failure
-	p.RequestFailed(b, true, "refused")
+	p.RequestFailed(b, true, true, "refused")
+	p.RequestFailed(b, true, true, "refused")
+	p.Answered(b, 200) // breaks the run
+	p.RequestFailed(b, true, true, "refused")
+	p.RequestFailed(b, false, true, "timeout") // not a connection failure
+	p.RequestFailed(b, true, true, "refused")
 	if !b.Healthy() {
 		t.Fatal("marked down before three connection failures in a row")
 	}
-	p.RequestFailed(b, true, "refused")
+	p.RequestFailed(b, true, true, "refused")
 	if b.Healthy() || len(p.Snapshot().Eligible) != 0 {
 		t.Fatal("not marked down after three connection failures in a row")
 	}
@@ -273,5 +274,51 @@ func TestMetricsOutput(t *testing.T) {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("missing %s in:\n%s", want, out)
 		}
+	}
+}
+
+// TestEjection: consecutive 5xx eject for base_ejection_time times the
+// count of ejections (at most 10), a backend found down and up again by
+// health checks is back at once, ramping up, and an answer below 500
+// breaks a run.
+func TestEjection(t *testing.T) {
+	p, bs := testPool(t, 1, 1, 1, 1, 1)
+	p.SetOutlier(config.Outlier{Consecutive5xx: 2, ConsecutiveGatewayErrors: 2, Interval: time.Hour, BaseEjectionTime: time.Hour, MaxEjectionPercent: 100})
+	p.SetSlowStart(time.Minute)
+	for _, b := range bs {
+		p.ReportCheck(b, CheckResult{OK: true})
+	}
+	b := bs[0]
+	p.Answered(b, 500)
+	p.Answered(b, 404) // breaks the run
+	p.Answered(b, 500)
+	if e, _ := b.Ejected(); e {
+		t.Fatal("ejected after a broken run")
+	}
+	for i := 1; i <= 12; i++ {
+		p.Answered(b, 503)
+		p.Answered(b, 502)
+		e, until := b.Ejected()
+		want := time.Duration(min(i, 10)) * time.Hour
+		if left := time.Until(until); !e || left > want || left < want-time.Minute {
+			t.Fatalf("ejection %d: ejected %v for %v, want %v", i, e, left, want)
+		}
+		if slices.Contains(p.Snapshot().Eligible, b) {
+			t.Fatal("an ejected backend is eligible")
+		}
+		p.unEject(b, "test")
+	}
+	p.RequestFailed(b, false, true, "timeout")
+	p.RequestFailed(b, false, true, "timeout")
+	if e, _ := b.Ejected(); !e {
+		t.Fatal("not ejected after consecutive gateway errors")
+	}
+	p.ReportCheck(b, CheckResult{OK: false})
+	p.ReportCheck(b, CheckResult{OK: true})
+	if e, _ := b.Ejected(); e || !slices.Contains(p.Snapshot().Eligible, b) {
+		t.Fatal("a backend up again after being down stays ejected")
+	}
+	if w := b.EffectiveWeight(); w > 0.1 {
+		t.Errorf("effective weight %.3f just back, want it ramping", w)
 	}
 }

@@ -156,13 +156,13 @@ func TestDownClosesIdleConnections(t *testing.T) {
 	if code, err := do(b, fasthttp.MethodGet); err != nil || code != 200 {
 		t.Fatalf("request: %d, %v", code, err)
 	}
-	p.RequestFailed(b, true, "refused")
+	p.RequestFailed(b, true, true, "refused")
 	select {
 	case <-closed:
 		t.Fatal("the idle connection was closed while the backend was still up")
 	case <-time.After(50 * time.Millisecond):
 	}
-	p.RequestFailed(b, true, "refused")
+	p.RequestFailed(b, true, true, "refused")
 	if b.Healthy() {
 		t.Fatal("not marked down")
 	}

@@ -200,10 +200,12 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		}
 	})
 	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
-		Rise:   cfg.HealthCheck.Rise,
-		Fall:   cfg.HealthCheck.Fall,
-		Logger: logger,
+		Client:    upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
+		Rise:      cfg.HealthCheck.Rise,
+		Fall:      cfg.HealthCheck.Fall,
+		Outlier:   cfg.Outlier,
+		SlowStart: cfg.SlowStart,
+		Logger:    logger,
 	})
 	settings, err := a.settings(cfg)
 	if err != nil {
@@ -417,6 +419,8 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	a.pool.SetConnectTimeout(next.ConnectTimeout)
 	a.pool.SetBackendTimeout(next.BackendTimeout)
 	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
+	a.pool.SetOutlier(next.Outlier)
+	a.pool.SetSlowStart(next.SlowStart)
 	a.checker.Reconfigure(next)
 	setLevel(a.level, next.LogLevel)
 	res.Backends = a.pool.Apply(next.Backends, func(fresh []*upstream.Backend) {
