@@ -49,11 +49,12 @@ func (l *LeastConn) Pick(tried Tried) *upstream.Backend {
 		if !usable(b, &tried) {
 			continue
 		}
-		if !b.Admit() { // a slow start holds it back this time
+		share := b.RampShare()
+		if share < upstream.RampFull && !upstream.Admit(share) { // a slow start holds it back this time
 			held = b
 			continue
 		}
-		active, weight := b.Active(), int64(b.Weight())*b.RampShare()
+		active, weight := b.Active(), int64(b.Weight())*share
 		// active/weight < bestActive/bestWeight, without division.
 		if best == nil || active*bestWeight < bestActive*weight {
 			best, bestActive, bestWeight = b, active, weight

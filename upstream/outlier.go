@@ -48,7 +48,9 @@ type outlierState struct {
 	rampOnUp atomic.Bool
 }
 
-// rampScale is the unit of RampShare: a backend at its full weight.
+// RampFull is the unit of RampShare: a backend at its full weight.
+const RampFull = rampScale
+
 const rampScale = 1024
 
 // rampMin is the smallest share a ramping backend takes, so that it is
@@ -63,6 +65,12 @@ func (b *Backend) RampShare() int64 {
 	if from == 0 {
 		return rampScale
 	}
+	return b.rampShare(from)
+}
+
+// rampShare is RampShare during a ramp that began at from: apart, so that
+// RampShare's common case is inlined into the policies' loops.
+func (b *Backend) rampShare(from int64) int64 {
 	d := b.out.rampFor.Load()
 	elapsed := time.Now().UnixNano() - from
 	if elapsed >= d || d <= 0 {
@@ -77,12 +85,17 @@ func (b *Backend) RampShare() int64 {
 // finds no backend admitted takes one that was refused rather than none.
 // It takes no lock and allocates nothing.
 func (b *Backend) Admit() bool {
-	if b.out.rampFrom.Load() == 0 {
-		return true
-	}
-	s := b.RampShare()
-	return s >= rampScale || int64(rand.Uint64N(rampScale)) < s
+	return b.out.rampFrom.Load() == 0 || b.admitRamping()
 }
+
+// admitRamping is Admit during a ramp: apart, so that Admit's common case
+// is inlined into the policies' loops.
+func (b *Backend) admitRamping() bool { return Admit(b.RampShare()) }
+
+// Admit is Backend.Admit for a backend whose RampShare is share, for a
+// policy that needs the share as well (it checks share < RampFull first,
+// inline).
+func Admit(share int64) bool { return share >= rampScale || int64(rand.Uint64N(rampScale)) < share }
 
 // EffectiveWeight is the weight the backend is balanced with now: its
 // weight times its RampShare.
