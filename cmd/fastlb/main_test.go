@@ -400,15 +400,22 @@ func TestReloadBySIGHUPAndAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(before, `"requests_total": 10`) {
 		t.Fatalf("b before API reload: %d %s", code, before)
 	}
-	os.WriteFile(p.cfgPath, []byte(strings.Replace(next, fmt.Sprintf(`, %q`, a.URL()), "", 1)), 0o600)
+	// Outlier detection and slow start change with it.
+	last := strings.Replace(next, fmt.Sprintf(`, %q`, a.URL()), "", 1)
+	last = strings.Replace(last, `"backends": [`, `"outlier": {"consecutive_5xx": 0}, "slow_start": "2s", "backends": [`, 1)
+	os.WriteFile(p.cfgPath, []byte(last), 0o600)
 	resp, err := http.Post("http://"+p.adminAddr+"/api/v1/reload", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"removed": [`) || !strings.Contains(string(body), `"unchanged": 1`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"removed": [`) || !strings.Contains(string(body), `"unchanged": 1`) ||
+		!strings.Contains(string(body), `"outlier"`) || !strings.Contains(string(body), `"slow_start"`) {
 		t.Fatalf("API reload: %d %s", resp.StatusCode, body)
+	}
+	if _, view := get(t, "http://"+p.adminAddr+"/api/v1/config"); !strings.Contains(view, `"slow_start": "2s"`) || !strings.Contains(view, `"consecutive_5xx": 0`) {
+		t.Errorf("the configuration in force after the reload: %s", view)
 	}
 	for range 5 {
 		if _, body := get(t, "http://"+p.addr+"/"); body != "backend b\n" {
