@@ -178,6 +178,11 @@ func (p *Pool) eject(b *Backend, reason string, run int) {
 			ejected++
 		}
 	}
+	// A run that does not eject starts again from nothing: the next
+	// attempt at an ejection comes after another whole run, not with every
+	// failure (each takes this lock).
+	b.out.consec5xx.Store(0)
+	b.out.consecGateway.Store(0)
 	allowed := max(1, len(snap.All)*o.MaxEjectionPercent/100)
 	if ejected >= allowed {
 		p.logger.Debug("backend not ejected: max_ejection_percent reached", "backend", b.ID, "reason", reason, "ejected", ejected)
@@ -195,8 +200,6 @@ func (p *Pool) eject(b *Backend, reason string, run int) {
 	d := o.BaseEjectionTime * time.Duration(b.out.ejections)
 	b.out.ejectedUntil.Store(now.Add(d).UnixNano())
 	b.out.ejected.Store(true)
-	b.out.consec5xx.Store(0)
-	b.out.consecGateway.Store(0)
 	if reason == Reason5xx {
 		b.out.byReason[0].Add(1)
 	} else {
@@ -213,10 +216,6 @@ func (p *Pool) eject(b *Backend, reason string, run int) {
 func (p *Pool) unEject(b *Backend, cause string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.unEjectLocked(b, cause)
-}
-
-func (p *Pool) unEjectLocked(b *Backend, cause string) {
 	if !b.out.ejected.Load() {
 		return
 	}
