@@ -192,6 +192,10 @@ func (st *settings) checkHTTP(b *upstream.Backend) error {
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(b.Scheme + "://" + b.Addr + st.hc.Path)
 	req.Header.SetUserAgent("fastlb-health-check")
+	// A connection of its own for each check, as HAProxy's checks have:
+	// a kept one could lead to the process a restarted backend replaced,
+	// and its failure would count against the new one.
+	req.SetConnectionClose()
 	err := st.client.DoTimeout(req, resp, st.hc.Timeout)
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):

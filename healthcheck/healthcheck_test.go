@@ -1,11 +1,13 @@
 package healthcheck
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,58 @@ func TestNewBackendCheckedAtOnce(t *testing.T) {
 	}
 	if !b.Checked() {
 		t.Fatal("a backend back from maint was not checked at once")
+	}
+}
+
+// TestHTTPCheckOwnConnection: each HTTP check opens a connection of its
+// own and asks for it to be closed, so that a backend restarted between
+// two checks is never judged by a connection to its old process.
+func TestHTTPCheckOwnConnection(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type seen struct {
+		conn   int
+		header string
+	}
+	requests := make(chan seen, 16)
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					requests <- seen{n, req.Header.Get("Connection")}
+					// Keep-alive offered: the checker must not take it.
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	c, pool := checkerFor(t, `"health_check_method": "http"`, "http://"+ln.Addr().String())
+	b := pool.Snapshot().All[0]
+	conns := map[int]bool{}
+	for range 3 {
+		if r := c.Check(context.Background(), b); !r.OK {
+			t.Fatalf("check failed: %+v", r)
+		}
+		s := <-requests
+		conns[s.conn] = true
+		if s.header != "close" {
+			t.Errorf("check sent Connection %q, want close", s.header)
+		}
+	}
+	if len(conns) != 3 {
+		t.Errorf("3 checks used %d connections, want 3", len(conns))
 	}
 }
