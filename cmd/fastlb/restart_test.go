@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
@@ -22,6 +24,43 @@ type backendProcess struct {
 
 func (b *backendProcess) url() string { return fmt.Sprintf("http://127.0.0.1:%d", b.port) }
 func (b *backendProcess) id() string  { return fmt.Sprintf("127.0.0.1:%d", b.port) }
+
+// stablePort returns a free loopback port below the kernel's ephemeral
+// range, that no earlier call (or freePort) returned. A backend restarted on
+// its own port needs one: while it is down, an outgoing connection (fastlb's
+// own, to the other backends) may be given a port from the ephemeral range,
+// its old one included, and its restart would then fail.
+func stablePort(t *testing.T) int {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	const first = 10000
+	if low <= first+100 {
+		t.Skipf("the ephemeral port range starts at %d; no stable ports below it", low)
+	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	for range 100 {
+		port := first + rand.IntN(low-first)
+		if handedOut.ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		handedOut.ports[port] = true
+		return port
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return 0
+}
 
 // start runs the backend and waits until its port accepts connections.
 func (b *backendProcess) start(t *testing.T) {
@@ -78,7 +117,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 			backends := make([]*backendProcess, 3)
 			var urls []string
 			for i := range backends {
-				backends[i] = &backendProcess{port: freePort(t)}
+				backends[i] = &backendProcess{port: stablePort(t)}
 				backends[i].start(t)
 				defer func() { backends[i].stop(syscall.SIGKILL) }()
 				urls = append(urls, backends[i].url())
