@@ -1,17 +1,5 @@
 SHELL   := /bin/bash
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# fastlb is linked with the Go runtime's schedtrace setting at its largest
-# value (24.8 days): the runtime's monitor thread then never enters its deep
-# sleep, which it otherwise leaves on the first system call after every idle
-# moment, polling every 20 µs for a while after; at moderate loads that was
-# 15-26% of fastlb's CPU per request (README: Deployment, and the step under
-# Development). Any GODEBUG default of the module (a godebug line in go.mod)
-# is kept in front of it; GODEBUG in the environment still overrides it.
-# Both are expanded only where fastlb is linked.
-comma   := ,
-GODEBUG_DEFAULT = $(shell $(GO) list -f '{{.DefaultGODEBUG}}' ./cmd/fastlb 2>/dev/null)
-LDFLAGS = -X main.version=$(VERSION) -X runtime.godebugDefault=$(if $(GODEBUG_DEFAULT),$(GODEBUG_DEFAULT)$(comma))schedtrace=2147483647
 CONFIG  ?= config.json
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -22,7 +10,7 @@ all: build
 
 ## build: compile fastlb and the test backends into bin/
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/fastlb ./cmd/fastlb
+	$(GO) build -o bin/fastlb ./cmd/fastlb
 	$(GO) build -o bin/testbackends ./testbackends/cmd/testbackends
 	$(GO) build -o bin/fastlb-certs ./tlsconf/cmd/fastlb-certs
 	$(GO) build -o bin/fastlb-bench ./bench/cmd/fastlb-bench
@@ -82,7 +70,7 @@ bench-go:
 
 ## install: the binary, the systemd unit and /etc/fastlb/config.json (kept if present); DESTDIR and PREFIX apply
 install:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/fastlb ./cmd/fastlb
+	$(GO) build -trimpath -o bin/fastlb ./cmd/fastlb
 	install -D -m 0755 bin/fastlb $(DESTDIR)$(PREFIX)/bin/fastlb
 	sed 's|/usr/local/bin/fastlb|$(PREFIX)/bin/fastlb|g' deploy/fastlb.service > bin/fastlb.service
 	install -D -m 0644 bin/fastlb.service $(DESTDIR)/etc/systemd/system/fastlb.service

@@ -19,6 +19,7 @@ import (
 
 	"fastlb/balancer"
 	"fastlb/config"
+	"fastlb/frontend"
 	"fastlb/healthcheck"
 	"fastlb/proxy"
 	"fastlb/testbackends"
@@ -56,7 +57,9 @@ func TestChurnUnderLoad(t *testing.T) {
 	go func() { checker.Run(ctx); close(checked) }()
 
 	p := proxy.New(pool, proxy.Settings{Policy: policy, Retries: 2}, proxy.Options{Logger: logger})
-	srv := proxy.NewServer(p.ServeHTTP, cfg, logger)
+	fopts := frontend.FromConfig(cfg)
+	fopts.ErrorHandler, fopts.Logger = proxy.ErrorHandler, logger
+	srv := frontend.New(p.ServeHTTP, fopts)
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	go srv.Serve(ln)
 

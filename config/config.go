@@ -52,7 +52,11 @@ type Config struct {
 	ConnectTimeout    time.Duration // limit for opening a connection to a backend
 	ClientReadTimeout time.Duration // limit for reading a client's request
 	ClientIdleTimeout time.Duration // how long an idle keep-alive client connection is kept
-	ShutdownTimeout   time.Duration // how long graceful shutdown waits for in-flight requests
+	// ParkIdleAfter is how long a plain keep-alive client connection waits
+	// for its next request holding its serving goroutine and buffers,
+	// before it gives them back and waits parked; 0: never parked.
+	ParkIdleAfter   time.Duration
+	ShutdownTimeout time.Duration // how long graceful shutdown waits for in-flight requests
 	// QueueTimeout is how long a request waits for room while every
 	// backend it may go to is at max_conns, before it is answered 503;
 	// 0: not at all.
@@ -194,6 +198,7 @@ func Defaults() *Config {
 		ConnectTimeout:       2 * time.Second,
 		ClientReadTimeout:    30 * time.Second,
 		ClientIdleTimeout:    120 * time.Second,
+		ParkIdleAfter:        100 * time.Millisecond,
 		ShutdownTimeout:      30 * time.Second,
 		QueueTimeout:         time.Second,
 		Retries:              2,

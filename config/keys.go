@@ -59,6 +59,7 @@ var Keys = []Key{
 	scalar("connect_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ConnectTimeout }, (*decoder).durationTo, duration),
 	scalar("client_read_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientReadTimeout }, (*decoder).durationTo, duration),
 	scalar("client_idle_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, (*decoder).durationTo, duration),
+	scalar("park_idle_after", Restart, func(c *Config) *time.Duration { return &c.ParkIdleAfter }, (*decoder).durationTo, duration),
 	scalar("shutdown_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ShutdownTimeout }, (*decoder).durationTo, duration),
 	scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration),
 	scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int]),

@@ -12,7 +12,7 @@ const everyKey = `{
   "admin_token": "tok-0123456789", "admin_token_file": "", "admin_persist": true,
   "strategy": "least-conn",
   "backend_timeout": "11s", "connect_timeout": "3s",
-  "client_read_timeout": "31s", "client_idle_timeout": "121s",
+  "client_read_timeout": "31s", "client_idle_timeout": "121s", "park_idle_after": "0s",
   "shutdown_timeout": "32s", "queue_timeout": "2s",
   "retries": 3, "max_client_conns": 1000,
   "max_header_bytes": "8KiB", "max_request_body": "1MiB",

@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"fastlb/config"
+	"fastlb/frontend"
 	"fastlb/healthcheck"
 	"fastlb/testbackends"
 	"fastlb/upstream"
@@ -32,7 +33,7 @@ type harness struct {
 	cfg       *config.Config
 	pool      *upstream.Pool
 	checker   *healthcheck.Checker
-	server    *Server
+	server    *frontend.Server
 	addr      string
 	client    *http.Client
 	logs      *syncBuffer
@@ -118,7 +119,9 @@ func (h *harness) start(cfg *config.Config) {
 	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics,
 		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
 	h.proxy = p
-	h.server = NewServer(p.ServeHTTP, cfg, logger)
+	fopts := frontend.FromConfig(cfg)
+	fopts.ErrorHandler, fopts.Logger = ErrorHandler, logger
+	h.server = frontend.New(p.ServeHTTP, fopts)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

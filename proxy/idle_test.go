@@ -75,7 +75,14 @@ func (k *keepAlive) closedWithin(d time.Duration) (bool, time.Duration) {
 	return err == io.EOF, time.Since(start)
 }
 
-func (h *harness) parkedConns() int { return h.server.parkedCount() }
+func (h *harness) parkedConns() int { return h.server.Parked() }
+
+// parkAfter is park_idle_after's default, which the harness keeps.
+const parkAfter = 100 * time.Millisecond
+
+// drainIdle is how long a shutdown lets idle connections be
+// (frontend.ShutdownWithContext).
+const drainIdle = time.Second
 
 // waitParked waits until n connections are parked.
 func (h *harness) waitParked(n int) {
@@ -93,9 +100,9 @@ func (h *harness) waitParked(n int) {
 func (h *harness) waitOpen(n int64) {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for h.server.open.Load() != n {
+	for int64(h.server.OpenConnections()) != n {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("%d connections counted open, want %d", h.server.open.Load(), n)
+			h.t.Fatalf("%d connections counted open, want %d", h.server.OpenConnections(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -116,7 +123,7 @@ func (h *harness) shutdown() <-chan error {
 // TestIdleConnectionParks: a keep-alive connection that waits longer than
 // parkAfter for its next request is parked, and the request that wakes it,
 // whether whole or in slow pieces, with or without a body, is served as if
-// nothing had happened, by a worker kept for the next.
+// nothing had happened.
 func TestIdleConnectionParks(t *testing.T) {
 	h := startHarness(t, "", 1)
 	get := "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -162,14 +169,6 @@ func TestIdleConnectionParks(t *testing.T) {
 		})
 	}
 	h.waitOpen(0)
-	// The connections woken one at a time were served by one worker, which
-	// waits for the next (once it is back from closing the last one).
-	for end := time.Now().Add(time.Second); h.server.workers.waiting() != 1 && time.Now().Before(end); {
-		time.Sleep(time.Millisecond)
-	}
-	if n := h.server.workers.waiting(); n != 1 {
-		t.Errorf("%d workers waiting after serving woken connections one at a time, want 1", n)
-	}
 }
 
 // parkedWithin reports whether n connections are parked within d.
@@ -180,80 +179,6 @@ func (h *harness) parkedWithin(n int, d time.Duration) bool {
 		}
 	}
 	return true
-}
-
-// TestQuietConnectionParksAtOnce: a connection whose last quietWaits waits
-// for a request each lasted parkAfter or more is parked as soon as it has
-// been answered; one short wait, or a request already there, and it waits
-// parkAfter again first.
-func TestQuietConnectionParksAtOnce(t *testing.T) {
-	h := startHarness(t, "", 1)
-	k := h.dialKeepAlive()
-	get := "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"
-	request := func(what string) {
-		t.Helper()
-		k.send(0, get)
-		if status, body := k.answer(); status != 200 {
-			t.Fatalf("%s: %d %q", what, status, body)
-		}
-	}
-	// atOnce reports whether the connection, just answered, is parked
-	// within parkAfter/2: a wait of parkAfter cannot end so soon.
-	atOnce := func() bool { return h.parkedWithin(1, parkAfter/2) }
-
-	request("first request")
-	if atOnce() {
-		t.Fatal("a new connection parked at once")
-	}
-	h.waitParked(1)
-	for i := 1; i < quietWaits; i++ {
-		request("after a long wait")
-		if atOnce() {
-			t.Fatalf("parked at once after %d long waits, want %d", i, quietWaits)
-		}
-		h.waitParked(1)
-	}
-	request("after quietWaits long waits")
-	if !atOnce() {
-		t.Fatalf("not parked at once after %d long waits", quietWaits)
-	}
-	// Quiet it stays: long waits go on.
-	time.Sleep(parkAfter)
-	request("after one more long wait")
-	if !atOnce() {
-		t.Fatal("not parked at once after one more long wait")
-	}
-
-	// The next request comes soon (a burst): after it the connection
-	// waits parkAfter again before it parks.
-	time.Sleep(parkAfter / 10)
-	request("soon after parking at once")
-	if atOnce() {
-		t.Fatal("parked at once after a short wait")
-	}
-	h.waitParked(1)
-
-	// Quiet again, a request that arrives while the last is served is
-	// read without parking, and the wait was short.
-	request("after a long wait")
-	h.waitParked(1)
-	request("after a second long wait")
-	if !atOnce() {
-		t.Fatalf("not parked at once after %d long waits", quietWaits)
-	}
-	time.Sleep(parkAfter)
-	k.send(0, "GET /delay/50ms HTTP/1.1\r\nHost: h\r\n\r\n")
-	time.Sleep(10 * time.Millisecond)
-	k.send(0, get)
-	for i := range 2 {
-		if status, body := k.answer(); status != 200 {
-			t.Fatalf("answer %d of a request sent while the last was served: %d %q", i+1, status, body)
-		}
-	}
-	if atOnce() {
-		t.Fatal("parked at once after a request that was there when the last was answered")
-	}
-	h.waitParked(1)
 }
 
 // TestParkedIdleTimeout: a parked connection is closed at
@@ -360,16 +285,8 @@ func TestShutdownClosesParked(t *testing.T) {
 	if took := time.Since(start); took > drainIdle+2*time.Second {
 		t.Errorf("shutdown took %v", took)
 	}
-	if n := h.server.open.Load(); n != 0 {
+	if n := h.server.OpenConnections(); n != 0 {
 		t.Errorf("%d connections still counted open after shutdown", n)
-	}
-	// The worker that served the request in flight ended with it.
-	ended := make(chan struct{})
-	go func() { h.server.workers.running.Wait(); close(ended) }()
-	select {
-	case <-ended:
-	case <-time.After(time.Second):
-		t.Error("workers still running after shutdown")
 	}
 }
 
@@ -472,52 +389,6 @@ func TestShutdownEndsWaits(t *testing.T) {
 	}
 	if p := h.parkedConns(); p != 0 {
 		t.Errorf("%d connections parked after shutdown", p)
-	}
-}
-
-// TestWithoutTheSet: where the epoll set cannot be used, connections wait
-// for their next request in Go's poller until the idle timeout, unparked.
-func TestWithoutTheSet(t *testing.T) {
-	h := startHarness(t, `"client_idle_timeout": "1s"`, 1)
-	h.server.parking.mu.Lock()
-	h.server.parking.failed = true
-	h.server.parking.mu.Unlock()
-	k := h.dialKeepAlive()
-	for range 2 {
-		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		if status, _ := k.answer(); status != 200 {
-			t.Fatalf("status %d", status)
-		}
-		time.Sleep(2 * parkAfter)
-		if p := h.parkedConns(); p != 0 {
-			t.Fatalf("%d connections parked", p)
-		}
-	}
-	if closed, took := k.closedWithin(2 * time.Second); !closed || took < 500*time.Millisecond {
-		t.Errorf("idle connection closed %v after %v more, want about 800ms", closed, took)
-	}
-}
-
-// TestWatcherSleepsWhenNothingWaits: once the last wait has ended and the
-// set's deadline has come, the watcher sleeps until something happens. (A
-// deadline left expired made every wait for the set's events return at
-// once: the watcher spun on its core.)
-func TestWatcherSleepsWhenNothingWaits(t *testing.T) {
-	h := startHarness(t, "", 1)
-	k := h.dialKeepAlive()
-	for range 2 { // the second request arrives before the first wait's end
-		k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		if status, _ := k.answer(); status != 200 {
-			t.Fatalf("status %d", status)
-		}
-	}
-	k.c.Close()
-	h.waitOpen(0)
-	time.Sleep(parkAfter + parkSlack + 50*time.Millisecond) // the set's deadline comes
-	before := cpuTime(t)
-	time.Sleep(300 * time.Millisecond)
-	if used := cpuTime(t) - before; used > 100*time.Millisecond {
-		t.Errorf("an idle server used %v of CPU in 300ms", used)
 	}
 }
 

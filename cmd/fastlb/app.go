@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 
 	"fastlb/adminapi"
 	"fastlb/config"
+	"fastlb/frontend"
 	"fastlb/healthcheck"
 	"fastlb/proxy"
 	"fastlb/tlsconf"
@@ -42,10 +42,10 @@ type app struct {
 	secret      []byte // sticky cookie key generated at start, used when the file sets none
 	checker     *healthcheck.Checker
 	accessLog   *proxy.AccessLog
-	accessFile  *os.File        // nil for "stderr"
-	servers     []*proxy.Server // the plain listener's, then the HTTPS listener's
-	listeners   []namedListener // what a binary upgrade hands over
-	listenAddr  string          // the proxy listener's address
+	accessFile  *os.File           // nil for "stderr"
+	servers     []*frontend.Server // the plain listener's, then the HTTPS listener's
+	listeners   []namedListener    // what a binary upgrade hands over
+	listenAddr  string             // the proxy listener's address
 	stopWatch   chan struct{}
 	adminServer *fasthttp.Server
 	tlsListener *tlsconf.Listener // nil without "tls"
@@ -220,9 +220,12 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	if cfg.TLS != nil && cfg.TLS.RedirectHTTP {
 		plain = proxy.Redirect(cfg.TLS.Port)
 	}
-	a.servers = append(a.servers, proxy.NewServer(plain, cfg, logger))
+	fopts := frontend.FromConfig(cfg)
+	fopts.ErrorHandler, fopts.Logger = proxy.ErrorHandler, logger
+	fopts.Panics = set.NewCounter("fastlb_panics_total")
+	a.servers = append(a.servers, frontend.New(plain, fopts))
 	if tlsLn != nil {
-		a.servers = append(a.servers, proxy.NewServer(a.proxy.ServeHTTP, cfg, logger))
+		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, fopts))
 	}
 	set.NewGauge("fastlb_client_connections", func() float64 {
 		n := 0
@@ -253,11 +256,11 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	go func() { a.served <- a.servers[0].Serve(ln) }()
 	if tlsLn != nil {
 		go func() {
-			a.served <- a.servers[1].Serve(tls.NewListener(proxy.SocketListener(proxy.RetryAccepts(tlsLn, a.logger)), a.tlsListener.Config()))
+			a.served <- a.servers[1].ServeTLS(tlsLn, a.tlsListener.Config())
 		}()
 		go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
 	}
-	go func() { a.served <- a.adminServer.Serve(proxy.RetryAccepts(adminLn, a.logger)) }()
+	go func() { a.served <- a.adminServer.Serve(frontend.RetryAccepts(adminLn, a.logger)) }()
 
 	snap := a.pool.Snapshot()
 	var backends []string

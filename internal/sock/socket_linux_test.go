@@ -1,4 +1,4 @@
-package upstream
+package sock
 
 import (
 	"bytes"
@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"fastlb/config"
 )
 
 // socketPair returns a Socket on one end of a loopback TCP connection and
@@ -139,8 +137,8 @@ func TestSocketClosed(t *testing.T) {
 	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
 	}
-	if _, err := s.ReadNow(make([]byte, 4)); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("ReadNow after Close: %v, want net.ErrClosed", err)
+	if err := s.Wait(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Wait after Close: %v, want net.ErrClosed", err)
 	}
 }
 
@@ -156,32 +154,6 @@ func TestSocketPeerReset(t *testing.T) {
 	}
 	if _, err := s.Write([]byte("after the reset")); !errors.Is(err, syscall.EPIPE) || !errors.As(err, &oe) || oe.Op != "write" {
 		t.Fatalf("Write to a reset connection: %v, want EPIPE in a *net.OpError of write", err)
-	}
-}
-
-func TestSocketReadNow(t *testing.T) {
-	s, peer := socketPair(t)
-	buf := make([]byte, 16)
-	if n, err := s.ReadNow(buf); n != 0 || err != syscall.EAGAIN {
-		t.Fatalf("ReadNow of an empty socket = %d, %v; want EAGAIN", n, err)
-	}
-	peer.Write([]byte("now"))
-	deadline := time.Now().Add(2 * time.Second)
-	n, err := s.ReadNow(buf)
-	for err == syscall.EAGAIN && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-		n, err = s.ReadNow(buf)
-	}
-	if string(buf[:n]) != "now" || err != nil {
-		t.Fatalf("ReadNow = %q, %v", buf[:n], err)
-	}
-	peer.Close()
-	for err = syscall.EAGAIN; err == syscall.EAGAIN && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-		n, err = s.ReadNow(buf)
-	}
-	if n != 0 || err != io.EOF {
-		t.Fatalf("ReadNow after the peer closed = %d, %v; want io.EOF", n, err)
 	}
 }
 
@@ -201,90 +173,46 @@ func TestSocketNotTCP(t *testing.T) {
 	if n, err := s.Write([]byte("back")); n != 4 || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
-	if _, err := s.ReadNow(buf); err != errNoSocket {
-		t.Errorf("ReadNow = %v, want errNoSocket", err)
+	if err := s.Wait(); err != errNoSocket {
+		t.Errorf("Wait = %v, want errNoSocket", err)
 	}
 	if err := s.Control(func(uintptr) {}); err != errNoSocket {
 		t.Errorf("Control = %v, want errNoSocket", err)
 	}
 }
 
-// TestBackendConnectionsWithoutKeepAliveProbes: backend connections are
-// dialled without TCP keep-alive probes, and with TCP_NODELAY.
-func TestBackendConnectionsWithoutKeepAliveProbes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// Wait returns once there is something to read, reading nothing; at the
+// read deadline with a timeout; and once the peer has closed.
+func TestSocketWait(t *testing.T) {
+	s, peer := socketPair(t)
+	s.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := s.Wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Wait on an empty socket = %v, want a timeout", err)
 	}
-	defer ln.Close()
-	hc := newHostClient(config.Backend{Addr: ln.Addr().String()}, newClientSettings(ClientOptions{}))
-	c, err := hc.DialTimeout(hc.Addr, time.Second)
-	if err != nil {
-		t.Fatal(err)
+	s.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned %v with nothing sent", err)
+	case <-time.After(50 * time.Millisecond):
 	}
-	defer c.Close()
-	bc, ok := c.(*backendConn)
-	if !ok {
-		t.Fatalf("dialled a %T", c)
+	peer.Write([]byte("hello"))
+	if err := <-done; err != nil {
+		t.Fatalf("Wait = %v", err)
 	}
-	var keepAlive, noDelay int
-	var kerr, nerr error
-	if err := bc.Control(func(fd uintptr) {
-		keepAlive, kerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
-		noDelay, nerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
-	}); err != nil {
-		t.Fatal(err)
+	if err := s.Wait(); err != nil {
+		t.Fatalf("Wait with data already there = %v", err)
 	}
-	if kerr != nil || keepAlive != 0 {
-		t.Errorf("SO_KEEPALIVE %d (%v), want 0", keepAlive, kerr)
-	}
-	if nerr != nil || noDelay == 0 {
-		t.Errorf("TCP_NODELAY %d (%v), want it set", noDelay, nerr)
-	}
-}
-
-// A socket of InitRaw, a blocking descriptor outside Go's poller, is read
-// and written without waiting: what fits, then EAGAIN.
-func TestSocketRaw(t *testing.T) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "raw") // blocking: not in Go's poller
-	defer f.Close()
-	peer := os.NewFile(uintptr(fds[1]), "peer")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Socket{}
-	s.InitRaw(rc)
 	buf := make([]byte, 16)
-	if n, err := s.ReadNow(buf); n != 0 || err != syscall.EAGAIN {
-		t.Fatalf("ReadNow of an empty socket = %d, %v; want EAGAIN", n, err)
-	}
-	big := make([]byte, 8<<20)
-	n, err := s.WriteNow(big)
-	if err != syscall.EAGAIN || n <= 0 || n >= len(big) {
-		t.Fatalf("WriteNow of 8 MiB = %d, %v; want part of it and EAGAIN", n, err)
-	}
-	got := make(chan int64)
-	go func() {
-		m, _ := io.Copy(io.Discard, peer)
-		got <- m
-	}()
-	sent := n
-	deadline := time.Now().Add(5 * time.Second)
-	for sent < len(big) && time.Now().Before(deadline) {
-		m, err := s.WriteNow(big[sent:])
-		sent += m
-		if err != nil && err != syscall.EAGAIN {
-			t.Fatalf("WriteNow: %v", err)
-		}
-	}
-	f.Close()
-	if m := <-got; m != int64(len(big)) || sent != len(big) {
-		t.Fatalf("sent %d, the peer read %d of %d", sent, m, len(big))
+	if n, err := s.Read(buf); string(buf[:n]) != "hello" || err != nil {
+		t.Fatalf("Read after Wait = %q, %v; Wait must not consume", buf[:n], err)
 	}
 	peer.Close()
+	if err := s.Wait(); err != nil {
+		t.Fatalf("Wait after the peer closed = %v, want nil (Read reports the end)", err)
+	}
+	if _, err := s.Read(buf); err != io.EOF {
+		t.Fatalf("Read after the peer closed = %v, want io.EOF", err)
+	}
 }

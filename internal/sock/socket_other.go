@@ -1,8 +1,11 @@
 //go:build !linux
 
-package upstream
+package sock
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
 // Socket is a connection read and written as it is: the recvfrom and sendto
 // path is Linux's (see socket_linux.go).
@@ -12,3 +15,6 @@ type Socket struct {
 
 // Init makes s the socket of c.
 func (s *Socket) Init(c net.Conn) { s.Conn = c }
+
+// Wait is Linux's only: elsewhere connections are not parked.
+func (s *Socket) Wait() error { return errors.ErrUnsupported }

@@ -2,112 +2,18 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"fastlb/frontend"
 )
-
-// onlyConn returns the one connection in the parking's set.
-func (h *harness) onlyConn() *clientConn {
-	h.t.Helper()
-	var c *clientConn
-	waitFor(h.t, "one connection in the set", func() bool {
-		p := &h.server.parking
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, pc := range p.conns {
-			c = pc
-		}
-		return len(p.conns) == 1
-	})
-	return c
-}
-
-// epollSetsWith counts this process's epoll sets that hold descriptor fd,
-// from /proc/self/fdinfo.
-func epollSetsWith(t *testing.T, fd int) int {
-	t.Helper()
-	links, err := filepath.Glob("/proc/self/fd/*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets := 0
-	for _, l := range links {
-		if target, err := os.Readlink(l); err != nil || target != "anon_inode:[eventpoll]" {
-			continue
-		}
-		info, err := os.ReadFile("/proc/self/fdinfo/" + filepath.Base(l))
-		if err != nil {
-			continue
-		}
-		if bytes.Contains(info, fmt.Appendf(nil, "tfd: %8d ", fd)) {
-			sets++
-		}
-	}
-	return sets
-}
-
-// TestRawSockets: a plain client connection's socket waits in the
-// parking's epoll set alone, not in Go's poller as well; it has
-// TCP_NODELAY, and its addresses are the connection's.
-func TestRawSockets(t *testing.T) {
-	h := startHarness(t, "", 1)
-	k := h.dialKeepAlive()
-	k.send(0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	if status, _ := k.answer(); status != 200 {
-		t.Fatalf("status %d", status)
-	}
-	c := h.onlyConn()
-	if !c.raw() {
-		t.Fatal("the connection's socket is in Go's poller")
-	}
-	var fd, nodelay int
-	var err error
-	c.Control(func(s uintptr) {
-		fd = int(s)
-		nodelay, err = syscall.GetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
-	})
-	if err != nil || nodelay == 0 {
-		t.Errorf("TCP_NODELAY %d (%v), want it set", nodelay, err)
-	}
-	if n := epollSetsWith(t, fd); n != 1 {
-		t.Errorf("the socket is in %d epoll sets, want 1 (the parking's)", n)
-	}
-	if got, want := c.LocalAddr().String(), h.addr; got != want {
-		t.Errorf("LocalAddr %s, want %s", got, want)
-	}
-	if got, want := c.RemoteAddr().String(), k.c.LocalAddr().String(); got != want {
-		t.Errorf("RemoteAddr %s, want %s", got, want)
-	}
-	// A connection in Go's poller, for comparison: the count sees both.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	rc, err := d.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Control(func(s uintptr) {
-		if n := epollSetsWith(t, int(s)); n != 1 {
-			t.Errorf("a socket of Go's poller is in %d epoll sets, want 1", n)
-		}
-	})
-}
 
 // readAnswer sends request on a new connection, waits pause before
 // reading, and returns how many bytes of body followed the header.
@@ -136,10 +42,10 @@ func readAnswer(t *testing.T, addr, request string, pause time.Duration) int {
 
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
 
-// TestRawWriteWaits: an answer larger than the sockets' buffers waits for
+// TestSlowReaderCutOff: an answer larger than the sockets' buffers waits for
 // the client to read it, and is cut off once the client has read nothing
 // for client_read_timeout.
-func TestRawWriteWaits(t *testing.T) {
+func TestSlowReaderCutOff(t *testing.T) {
 	const size = 32 << 20
 	request := fmt.Sprintf("GET /bytes/%d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", size)
 	// Margins wide enough for a loaded machine under -race: a short
@@ -156,41 +62,9 @@ func TestRawWriteWaits(t *testing.T) {
 	}
 }
 
-// TestShutdownWithReadWaiting: a request whose body is still arriving when
-// shutdown starts is read to its end, in Go's poller once the set is gone,
-// and answered.
-func TestShutdownWithReadWaiting(t *testing.T) {
-	h := startHarness(t, "", 1)
-	k := h.dialKeepAlive()
-	body := strings.Repeat("b", 1000)
-	k.send(0, "POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"+body[:500])
-	waitFor(t, "the body's read to wait", func() bool {
-		p := &h.server.parking
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.blocked.n == 1
-	})
-	done := h.shutdown()
-	waitFor(t, "the shutdown to begin", func() bool {
-		p := &h.server.parking
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.stopping
-	})
-	k.send(0, body[500:])
-	status, answer := k.answer()
-	var r sinkResult
-	if status != 200 || json.Unmarshal([]byte(answer), &r) != nil || r.Bytes != 1000 {
-		t.Errorf("request in flight at shutdown: %d %q", status, answer)
-	}
-	if err := <-done; err != nil {
-		t.Errorf("shutdown: %v", err)
-	}
-}
-
-// TestRawReadTimeout: a request body that stops arriving mid-way is cut off
-// at client_read_timeout while its read waits in the set.
-func TestRawReadTimeout(t *testing.T) {
+// TestBodyReadTimeout: a request body that stops arriving mid-way is cut
+// off at client_read_timeout.
+func TestBodyReadTimeout(t *testing.T) {
 	h := startHarness(t, `"client_read_timeout": "300ms"`, 1)
 	k := h.dialKeepAlive()
 	start := time.Now()
@@ -293,7 +167,7 @@ func TestRetryAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := RetryAccepts(ln, slog.New(slog.NewTextHandler(logs, nil)))
+	r := frontend.RetryAccepts(ln, slog.New(slog.NewTextHandler(logs, nil)))
 	defer r.Close()
 	type accepted struct {
 		c   net.Conn

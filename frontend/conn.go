@@ -1,0 +1,221 @@
+package frontend
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/internal/sock"
+)
+
+// stateClosed marks a conn whose socket is closed; the other states are
+// fasthttp's (fasthttp.ConnState), as connState last heard them.
+const stateClosed = -1
+
+// conn is a client connection as the server keeps it. A plain one is what
+// fasthttp serves, in turns: a turn is one call of Server.ServeConn, and
+// ends, as fasthttp documents, by its closing the connection it was given.
+// It ends thus when the client closes, when a request or answer fails, and
+// when the connection waited park_idle_after for its next request (the
+// IdleTimeout the server gives fasthttp). In that last case conn's Close
+// leaves the socket open and the connection is parked (see serveTurns);
+// otherwise it closes the socket.
+//
+// The fields from idleSince on belong to the goroutine serving the
+// connection, or to its tunnel once it is hijacked (direct).
+type conn struct {
+	sock.Socket
+	srv    *Server
+	state  atomic.Int32 // fasthttp's last report (connState), or stateClosed
+	closed atomic.Bool
+
+	idleSince time.Time // when the last answer was sent
+	timedOut  bool      // the last Read ended at its deadline, having read nothing
+	park      bool      // Close kept the socket open: the turn ended idle
+	// direct is set once the connection has left fasthttp's serving loop
+	// (an upgrade) or speaks TLS: its deadlines are then set as asked, by
+	// the goroutines that read and write it.
+	direct bool
+
+	// The deadlines of a request being served are armed lazily, up to
+	// srv.slack late (see sock.LazyDeadline). A read deadline set while a
+	// request is read is armed by the next Read, if any: most requests are
+	// read whole with their first byte, and the read after it is the wait
+	// for the next request, which has a deadline of its own.
+	rd, wd        sock.LazyDeadline
+	readDeadline  time.Time
+	readPending   bool
+	waitingIdle   bool // the pending or armed read deadline is the wait for the next request
+	waitDeadlines bool // the deadline of that wait is armed with parkSlack
+}
+
+// tlsConn is a TLS client connection as fasthttp serves it: crypto/tls's,
+// over c. It is never parked: crypto/tls keeps its buffers with the
+// connection whatever it does.
+type tlsConn struct {
+	*tls.Conn
+	c *conn
+}
+
+// parkSlack is how much later than park_idle_after a wait for the next
+// request may end: a connection's waits between requests closer together
+// than it then share one armed timer.
+func (s *Server) parkSlack() time.Duration { return s.parkAfter / 8 }
+
+// SetReadDeadline arms a deadline for the wait for the next request at once
+// (unless the armed one covers it), and leaves any other for the next Read.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.direct {
+		return c.Conn.SetReadDeadline(t)
+	}
+	if fasthttp.ConnState(c.state.Load()) != fasthttp.StateIdle {
+		c.readDeadline, c.readPending = t, true
+		return nil
+	}
+	c.readPending = false
+	return c.armRead(t, c.srv.parkSlack())
+}
+
+// armRead sets the read deadline to t, up to slack late.
+func (c *conn) armRead(t time.Time, slack time.Duration) error {
+	if c.rd.Covers(t, slack) {
+		return nil
+	}
+	err := c.Conn.SetReadDeadline(c.rd.Arm(t, slack))
+	if err != nil {
+		c.rd.Forget()
+	}
+	return err
+}
+
+// SetWriteDeadline sets the write deadline, up to srv.slack late.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if c.direct {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	if c.wd.Covers(t, c.srv.slack) {
+		return nil
+	}
+	err := c.Conn.SetWriteDeadline(c.wd.Arm(t, c.srv.slack))
+	if err != nil {
+		c.wd.Forget()
+	}
+	return err
+}
+
+// SetDeadline sets both deadlines as asked. fasthttp calls it when the
+// connection leaves its serving loop (an upgrade): from then on the
+// tunnel sets the deadlines, from two goroutines.
+func (c *conn) SetDeadline(t time.Time) error {
+	c.direct, c.readPending = true, false
+	return c.Conn.SetDeadline(t)
+}
+
+// Read reads, first arming a read deadline left pending, and notes whether
+// it ended at its deadline with nothing read.
+func (c *conn) Read(b []byte) (int, error) {
+	if c.readPending {
+		c.readPending = false
+		if err := c.armRead(c.readDeadline, c.srv.slack); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.Socket.Read(b)
+	if err != nil && !c.direct {
+		c.timedOut = n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	return n, err
+}
+
+// Close ends fasthttp's turn. A plain connection whose turn ended because
+// it waited park_idle_after for its next request is kept for parking; any
+// other is closed.
+func (c *conn) Close() error {
+	if !c.direct && c.timedOut && c.srv.parkAfter > 0 &&
+		fasthttp.ConnState(c.state.Load()) == fasthttp.StateIdle {
+		c.timedOut = false
+		c.park = true
+		return nil
+	}
+	return c.close()
+}
+
+// close closes the socket, once, whoever calls it.
+func (c *conn) close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	s := c.srv
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if c.state.Swap(stateClosed) == int32(fasthttp.StateHijacked) {
+		s.tunnels.Add(-1)
+	}
+	s.open.Add(-1)
+	return c.Conn.Close()
+}
+
+// serveTurns serves a plain connection until it closes or is parked. A
+// parked connection waits for its next request in a goroutine of its own,
+// started small, so that it holds no more than that goroutine's stack and
+// its socket: the goroutine that served it, whose stack grew to what
+// serving takes, ends.
+func (s *Server) serveTurns(c *conn) {
+	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
+	if c.park {
+		c.park = false
+		go s.waitParked(c)
+	}
+}
+
+// waitParked waits for a parked connection's next request, in Go's poller,
+// until client_idle_timeout after its last answer; then it serves the
+// connection again, or closes it.
+func (s *Server) waitParked(c *conn) {
+	s.mu.Lock()
+	stopping := s.stopping
+	s.mu.Unlock()
+	if stopping {
+		c.close() //nolint:errcheck // nothing to report it to
+		return
+	}
+	var deadline time.Time
+	if d := s.opts.IdleTimeout; d > 0 {
+		deadline = c.idleSince.Add(d)
+	}
+	c.rd.Forget()
+	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+		c.close() //nolint:errcheck // already failing
+		return
+	}
+	s.parked.Add(1)
+	err := c.Wait()
+	s.parked.Add(-1)
+	if err != nil {
+		c.close() //nolint:errcheck // the idle timeout, or closed by a shutdown
+		return
+	}
+	c.state.CompareAndSwap(int32(fasthttp.StateIdle), int32(fasthttp.StateNew))
+	s.serveTurns(c)
+}
+
+// listener is a listener whose accepts are tried again (see acceptRetry).
+type listener struct {
+	net.Listener
+	retry *acceptRetry
+}
+
+// Accept accepts the listener's next connection.
+func (l *listener) Accept() (net.Conn, error) { return l.retry.accept(l.Listener.Accept) }
+
+// Close closes the listener, ending a wait in Accept.
+func (l *listener) Close() error {
+	l.retry.close()
+	return l.Listener.Close()
+}
