@@ -42,6 +42,11 @@ type conn struct {
 	// the goroutines that read and write it.
 	direct bool
 
+	// In the server's epoll set (park_linux.go), under its lock.
+	inSet      bool
+	fd         int
+	prev, next *conn
+
 	// The deadlines of a request being served are armed lazily, up to
 	// srv.slack late (see sock.LazyDeadline). A read deadline set while a
 	// request is read is armed by the next Read, if any: most requests are
@@ -161,20 +166,23 @@ func (c *conn) close() error {
 	return c.Conn.Close()
 }
 
-// serveTurns serves a plain connection until it closes or is parked. A
-// parked connection waits for its next request in a goroutine of its own,
-// started small, so that it holds no more than that goroutine's stack and
-// its socket: the goroutine that served it, whose stack grew to what
-// serving takes, ends.
+// serveTurns serves a plain connection until it closes or is parked. The
+// goroutine that served it, whose stack grew to what serving takes, then
+// ends: a parked connection holds its socket and no buffers, and waits in
+// the server's epoll set (park_linux.go), or else in a goroutine of its
+// own (waitParked).
 func (s *Server) serveTurns(c *conn) {
+	s.serving(1)
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
+	s.serving(-1)
 	if c.park {
 		c.park = false
-		go s.waitParked(c)
+		s.park(c)
 	}
 }
 
-// waitParked waits for a parked connection's next request, in Go's poller,
+// waitParked waits for a parked connection's next request in a goroutine of
+// its own, in Go's poller,
 // until client_idle_timeout after its last answer; then it serves the
 // connection again, or closes it.
 func (s *Server) waitParked(c *conn) {
@@ -185,12 +193,8 @@ func (s *Server) waitParked(c *conn) {
 		c.close() //nolint:errcheck // nothing to report it to
 		return
 	}
-	var deadline time.Time
-	if d := s.opts.IdleTimeout; d > 0 {
-		deadline = c.idleSince.Add(d)
-	}
 	c.rd.Forget()
-	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+	if err := c.Conn.SetReadDeadline(s.idleDeadline(c)); err != nil {
 		c.close() //nolint:errcheck // already failing
 		return
 	}
@@ -203,6 +207,15 @@ func (s *Server) waitParked(c *conn) {
 	}
 	c.state.CompareAndSwap(int32(fasthttp.StateIdle), int32(fasthttp.StateNew))
 	s.serveTurns(c)
+}
+
+// idleDeadline is when c, idle, is closed: client_idle_timeout after its
+// last answer; zero for never.
+func (s *Server) idleDeadline(c *conn) time.Time {
+	if d := s.opts.IdleTimeout; d > 0 {
+		return c.idleSince.Add(d)
+	}
+	return time.Time{}
 }
 
 // listener is a listener whose accepts are tried again (see acceptRetry).

@@ -58,11 +58,20 @@ type Server struct {
 	open     atomic.Int64 // connections accepted and not closed, tunnels included
 	tunnels  atomic.Int64 // hijacked (upgraded) connections not closed
 	parked   atomic.Int64 // connections waiting parked (waitParked)
+	busy     atomic.Int64 // connections in a turn of fasthttp's (see conn)
+	busyPeak atomic.Int64 // the most in a turn at once since watchMemory last looked
 
-	mu       sync.Mutex
-	lns      []*listener
-	conns    map[*conn]struct{} // open and not hijacked
-	stopping bool               // set by ShutdownWithContext once it closes idle connections
+	setOnce sync.Once
+	set     *parkSet // nil until a connection parks, or if there can be none
+
+	watching sync.Once
+	stop     chan struct{} // closed by ShutdownWithContext: watchMemory ends
+
+	mu         sync.Mutex
+	lns        []*listener
+	conns      map[*conn]struct{} // open and not hijacked
+	stopping   bool               // set by ShutdownWithContext once it closes idle connections
+	closedStop bool
 }
 
 // New returns a server that answers requests with handler.
@@ -70,7 +79,7 @@ func New(handler fasthttp.RequestHandler, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{handler: handler, opts: o, logger: o.Logger, conns: make(map[*conn]struct{})}
+	s := &Server{handler: handler, opts: o, logger: o.Logger, conns: make(map[*conn]struct{}), stop: make(chan struct{})}
 	idle := o.IdleTimeout
 	if o.ParkIdleAfter > 0 && (idle <= 0 || o.ParkIdleAfter < idle) {
 		s.parkAfter = o.ParkIdleAfter
@@ -191,6 +200,7 @@ func (s *Server) serveListener(ln net.Listener, cfg *tls.Config) error {
 	}
 	s.lns = append(s.lns, l)
 	s.mu.Unlock()
+	s.watching.Do(func() { go s.watchMemory(s.stop) })
 	for {
 		nc, err := l.Accept()
 		if err != nil {
@@ -217,7 +227,11 @@ func (s *Server) admit(nc net.Conn, cfg *tls.Config) {
 	s.mu.Unlock()
 	if cfg != nil {
 		c.direct = true
-		go s.fsTLS.ServeConn(&tlsConn{Conn: tls.Server(c, cfg), c: c}) //nolint:errcheck // fasthttp closes it and answers what it could not serve
+		go func() {
+			s.serving(1)
+			s.fsTLS.ServeConn(&tlsConn{Conn: tls.Server(c, cfg), c: c}) //nolint:errcheck // fasthttp closes it and answers what it could not serve
+			s.serving(-1)
+		}()
 		return
 	}
 	go s.serveTurns(c)
@@ -274,11 +288,17 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	s.draining.Store(true)
 	lns := s.lns
 	s.lns = nil
+	if !s.closedStop {
+		s.closedStop = true
+		close(s.stop)
+	}
 	s.mu.Unlock()
 	for _, l := range lns {
 		l.Close() //nolint:errcheck // Serve returns
 	}
-	if !s.waitClosed(ctx, drainIdle) {
+	drained := s.waitClosed(ctx, drainIdle)
+	s.closeParked()
+	if !drained {
 		s.mu.Lock()
 		s.stopping = true
 		var idle []*conn

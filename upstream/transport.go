@@ -175,12 +175,14 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if streamed {
 		pacer.Pace(conn, writeTimeout)
 	}
-	bw := t.opts.writer(conn)
+	// Body reads a body held in memory; a streamed one is never read here.
+	body := streamed || req.IsBodyStream() || len(req.Body()) > 0
+	bw := t.opts.writer(conn, body)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
-	t.opts.putWriter(bw)
+	t.opts.putWriter(bw, body)
 	if err != nil {
 		hc.CloseConn(cc)
 		// A streamed body's own failure (the client's) fails the write

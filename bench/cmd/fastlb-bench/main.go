@@ -32,7 +32,11 @@ func main() {
 	flag.StringVar(&o.targets, "targets", "direct,fastlb,haproxy,nginx", "targets to measure")
 	flag.DurationVar(&o.duration, "duration", 0, "measurement per target, split over the rounds (default 12s, 3s with -quick)")
 	flag.IntVar(&o.rounds, "rounds", 0, "rounds per scenario, each loading every target in turn; figures are the rounds' medians (default 8, 3 with -quick)")
+	flag.StringVar(&o.base, "base", "", "another fastlb binary, measured as target fastlb-base beside fastlb (to compare two builds in one run)")
 	flag.Parse()
+	if o.base != "" && !strings.Contains(o.targets, "fastlb-base") {
+		o.targets = strings.Replace(o.targets, "fastlb", "fastlb,fastlb-base", 1)
+	}
 	switch {
 	case o.rounds < 0:
 		fatal(fmt.Errorf("-rounds must be at least 1, not %d", o.rounds))
@@ -71,6 +75,7 @@ func main() {
 
 type options struct {
 	bin, out, work, only, targets string
+	base                          string // another fastlb binary, or ""
 	proxyCPU, rounds              int
 	quick                         bool
 	duration                      time.Duration

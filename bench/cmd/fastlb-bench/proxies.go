@@ -24,7 +24,9 @@ func (r *runner) certs() (cert, key, combined string, err error) {
 	return cert, key, combined, os.WriteFile(combined, append(c, k...), 0o600)
 }
 
-func (r *runner) startFastlb(sc scenario, ports []string) (*exec.Cmd, string, error) {
+// startFastlb starts the fastlb binary bin on fastlb's ports moved by
+// offset (the -base binary's are 1000 up).
+func (r *runner) startFastlb(sc scenario, ports []string, bin string, offset int) (*exec.Cmd, string, error) {
 	var urls []string
 	for _, p := range ports {
 		urls = append(urls, strconv.Quote("http://127.0.0.1:"+p))
@@ -33,22 +35,22 @@ func (r *runner) startFastlb(sc scenario, ports []string) (*exec.Cmd, string, er
 	if sc.fastlb != "" {
 		extra = ", " + sc.fastlb
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", fastlbPort)
+	addr := fmt.Sprintf("127.0.0.1:%d", fastlbPort+offset)
 	if sc.https {
 		cert, key, _, err := r.certs()
 		if err != nil {
 			return nil, "", err
 		}
-		extra += fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]}`, fastlbPort+50, cert, key)
-		addr = fmt.Sprintf("127.0.0.1:%d", fastlbPort+50)
+		extra += fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]}`, fastlbPort+offset+50, cert, key)
+		addr = fmt.Sprintf("127.0.0.1:%d", fastlbPort+offset+50)
 	}
 	cfg := fmt.Sprintf(`{"bind": "127.0.0.1", "port": %d, "admin_port": %d, "log_level": "error", "health_check_frequency": "2s",
-		"backends": [%s]%s}`, fastlbPort, adminPort, strings.Join(urls, ","), extra)
-	path := filepath.Join(r.work, "fastlb.json")
+		"backends": [%s]%s}`, fastlbPort+offset, adminPort+offset, strings.Join(urls, ","), extra)
+	path := filepath.Join(r.work, fmt.Sprintf("fastlb-%d.json", offset))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err
 	}
-	cmd, err := r.start(r.proxyCPU, []string{"GOMAXPROCS=1"}, filepath.Join(r.bin, "fastlb"), "-config", path)
+	cmd, err := r.start(r.proxyCPU, []string{"GOMAXPROCS=1"}, bin, "-config", path)
 	return cmd, addr, err
 }
 

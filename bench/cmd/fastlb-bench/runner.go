@@ -69,6 +69,7 @@ type scenario struct {
 	https    bool
 	churn    bool // backends added and removed during the run: fastlb's admin API, HAProxy's runtime API
 	idle     int  // idle keep-alive connections to hold instead of load
+	burst    bool // the idle connections send their requests at once, not one after another
 }
 
 func scenarios() []scenario {
@@ -101,6 +102,10 @@ func scenarios() []scenario {
 		{name: "https", quick: true, https: true, load: small},
 		{name: "admin-churn", load: small, churn: true, nginx: "-"},
 		{name: "idle-10k-conns", idle: 10000},
+		// 5,000 connections that send their one request at once, so that
+		// all are being served together, and then stay open idle: the
+		// memory a burst leaves behind, 2 s after it.
+		{name: "burst-5k-conns", idle: 5000, burst: true},
 	}
 }
 
@@ -355,7 +360,13 @@ func (r *runner) startTarget(sc scenario, name string, ports []string) *target {
 		}
 		return t
 	case "fastlb":
-		t.proxy, t.addr, err = r.startFastlb(sc, ports)
+		t.proxy, t.addr, err = r.startFastlb(sc, ports, filepath.Join(r.bin, "fastlb"), 0)
+	case "fastlb-base":
+		if r.base == "" {
+			t.skipped = "no -base binary"
+			return t
+		}
+		t.proxy, t.addr, err = r.startFastlb(sc, ports, r.base, 1000)
 	case "haproxy":
 		if !installed("haproxy") {
 			t.skipped = "not installed"
@@ -455,7 +466,9 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 	churned := make(chan int)
 	switch {
 	case sc.churn && t.name == "fastlb":
-		go func() { churned <- churn(ports, stopChurn) }()
+		go func() { churned <- churn(adminPort, ports, stopChurn) }()
+	case sc.churn && t.name == "fastlb-base":
+		go func() { churned <- churn(adminPort+1000, ports, stopChurn) }()
 	case sc.churn && t.name == "haproxy":
 		go func() { churned <- churnHAProxy(r.haproxySocket(), ports, stopChurn) }()
 	default:
@@ -484,8 +497,33 @@ func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Res
 }
 
 // idleConns opens sc.idle keep-alive connections, each making one request,
-// and reports the proxy's RSS growth per connection.
+// and reports the proxy's RSS growth per connection once they are idle:
+// 1 s after the last answer, or 2 s after a burst. Without a burst each
+// connection sends its request once the one before it was answered; with
+// one, all are open before any sends, all send before any answer is read,
+// so that the proxy serves them all at once. The proxy first serves a few
+// requests on connections it then closes, so that what it sets up once,
+// the code it pages in and its first buffers, is not counted against the
+// connections.
 func (r *runner) idleConns(sc scenario, pid int, addr string) Result {
+	warm := make([]byte, 4096)
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			continue
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		for range 25 {
+			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")); err != nil {
+				break
+			}
+			if _, err := c.Read(warm); err != nil {
+				break
+			}
+		}
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
 	before := memKiB(pid, "VmRSS")
 	var conns []net.Conn
 	defer func() {
@@ -496,6 +534,11 @@ func (r *runner) idleConns(sc scenario, pid int, addr string) Result {
 	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
 	buf := make([]byte, 4096)
 	errors := 0
+	answer := func(c net.Conn) {
+		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			errors++
+		}
+	}
 	for range sc.idle {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -503,25 +546,41 @@ func (r *runner) idleConns(sc scenario, pid int, addr string) Result {
 			continue
 		}
 		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if sc.burst {
+			continue
+		}
 		if _, err := c.Write(req); err != nil {
 			errors++
 			continue
 		}
-		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
-			errors++
-		}
+		answer(c)
 	}
-	time.Sleep(time.Second)
+	settle := time.Second
+	if sc.burst {
+		sent := conns[:0:0]
+		for _, c := range conns {
+			if _, err := c.Write(req); err != nil {
+				errors++
+				continue
+			}
+			sent = append(sent, c)
+		}
+		for _, c := range sent {
+			answer(c)
+		}
+		settle = 2 * time.Second
+	}
+	time.Sleep(settle)
 	after := memKiB(pid, "VmRSS")
 	return Result{Requests: int64(len(conns)), Errors: int64(errors), PeakRSSMiB: memKiB(pid, "VmHWM") / 1024,
 		KiBPerConn: (after - before) / float64(max(len(conns), 1))}
 }
 
-// churn adds, re-weights, drains and removes a backend through fastlb's
-// admin API until stop is closed, and returns how many changes it made.
-func churn(ports []string, stop <-chan struct{}) int {
-	admin := fmt.Sprintf("http://127.0.0.1:%d/api/v1/backends", adminPort)
+// churn adds, re-weights, drains and removes a backend through the admin
+// API of the fastlb on port until stop is closed, and returns how many changes it made.
+func churn(port int, ports []string, stop <-chan struct{}) int {
+	admin := fmt.Sprintf("http://127.0.0.1:%d/api/v1/backends", port)
 	n := 0
 	do := func(method, url, body string) {
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
