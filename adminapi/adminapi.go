@@ -14,7 +14,6 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -24,6 +23,7 @@ import (
 	"github.com/valyala/fasthttp/pprofhandler"
 
 	"fastlb/config"
+	"fastlb/internal/slogf"
 	"fastlb/upstream"
 )
 
@@ -151,7 +151,7 @@ func (a *API) NewServer() *fasthttp.Server {
 		IdleTimeout:           60 * time.Second,
 		CloseOnShutdown:       true,
 		SecureErrorLogMessage: true,
-		Logger:                debugLogger{a.opts.Logger},
+		Logger:                slogf.Debug(a.opts.Logger),
 	}
 }
 
@@ -173,10 +173,6 @@ func errorCause(err error) string {
 	}
 	return "malformed HTTP"
 }
-
-type debugLogger struct{ l *slog.Logger }
-
-func (d debugLogger) Printf(format string, args ...any) { d.l.Debug(fmt.Sprintf(format, args...)) }
 
 // auth requires "Authorization: Bearer TOKEN" when a token is configured.
 // The comparison takes the same time whatever the token sent.
@@ -425,8 +421,8 @@ func parsePatch(body []byte) (*int, *upstream.State, error) {
 			if err := json.Unmarshal(raw, &w); err != nil || bytes.ContainsAny(raw, ".eE\"") {
 				return nil, nil, fmt.Errorf("weight: must be an integer 0..%d", config.MaxWeight)
 			}
-			if w < 0 || w > config.MaxWeight {
-				return nil, nil, fmt.Errorf("weight: must be 0..%d, not %d", config.MaxWeight, w)
+			if err := config.CheckWeight(w); err != nil {
+				return nil, nil, fmt.Errorf("weight: %w", err)
 			}
 			weight = &w
 		case "state":
@@ -434,10 +430,10 @@ func parsePatch(body []byte) (*int, *upstream.State, error) {
 			if err := json.Unmarshal(raw, &s); err != nil {
 				return nil, nil, errors.New(`state: must be "active", "drain" or "maint"`)
 			}
-			st, ok := upstream.ParseState(s)
-			if !ok {
-				return nil, nil, fmt.Errorf(`state: unknown state %q (use "active", "drain" or "maint")`, s)
+			if err := config.CheckState(s); err != nil {
+				return nil, nil, fmt.Errorf("state: %w", err)
 			}
+			st, _ := upstream.ParseState(s)
 			state = &st
 		default:
 			return nil, nil, fmt.Errorf(`%s: unknown key (only "weight" and "state" can change)`, k)
@@ -507,53 +503,9 @@ func (a *API) persist(ctx *fasthttp.RequestCtx) bool {
 }
 
 // writeBack replaces "backends" in the configuration file with the pool's
-// backends, atomically: a temporary file in the same directory, fsync, rename.
+// backends (see config.SaveKey).
 func (a *API) writeBack() error {
-	path := a.opts.ConfigPath
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	list, err := json.MarshalIndent(persistedBackends(a.opts.Pool.Snapshot()), "  ", "  ")
-	if err != nil {
-		return err
-	}
-	data, err := config.ReplaceKey(old, "backends", list)
-	if err != nil {
-		return fmt.Errorf("the file no longer parses: %w", err)
-	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if dir, err := os.Open(filepath.Dir(path)); err == nil {
-		dir.Sync() //nolint:errcheck // best effort: the rename is done
-		dir.Close()
-	}
-	return nil
+	return config.SaveKey(a.opts.ConfigPath, "backends", persistedBackends(a.opts.Pool.Snapshot()))
 }
 
 // persistedBackends renders the backends as the configuration file holds

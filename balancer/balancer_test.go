@@ -349,3 +349,18 @@ func BenchmarkPickBaseline(b *testing.B)   { benchmarkPick(b, &baseline{}) }
 func BenchmarkPickRoundRobin(b *testing.B) { benchmarkPick(b, NewSmoothWRR()) }
 func BenchmarkPickLeastConn(b *testing.B)  { benchmarkPick(b, NewLeastConn()) }
 func BenchmarkPickRandomTwo(b *testing.B)  { benchmarkPick(b, NewRandomTwo(nil)) }
+
+// Every strategy the configuration accepts has a policy, and no other name.
+func TestEveryStrategyHasAPolicy(t *testing.T) {
+	for _, s := range config.Strategies {
+		if _, err := New(s); err != nil {
+			t.Errorf("strategy %q: %v", s, err)
+		}
+	}
+	if len(policies) != len(config.Strategies) {
+		t.Errorf("%d policies for %d strategies", len(policies), len(config.Strategies))
+	}
+	if _, err := New("fastest"); err == nil {
+		t.Error("an unknown strategy has a policy")
+	}
+}

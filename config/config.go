@@ -19,6 +19,9 @@ const (
 	StrategyRandomTwo  = "random-two"
 )
 
+// Strategies are the strategy names, the default first.
+var Strategies = []string{StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo}
+
 // Health-check methods accepted by the "health_check_method" key.
 const (
 	CheckTCP  = "tcp"

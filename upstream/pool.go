@@ -265,8 +265,8 @@ func (p *Pool) retireLocked(b *Backend) {
 
 // SetWeight changes a backend's weight (0..config.MaxWeight).
 func (p *Pool) SetWeight(id string, w int) (*Backend, error) {
-	if w < 0 || w > config.MaxWeight {
-		return nil, fmt.Errorf("weight must be 0..%d, not %d", config.MaxWeight, w)
+	if err := config.CheckWeight(w); err != nil {
+		return nil, fmt.Errorf("weight %w", err)
 	}
 	return p.change(id, func(b *Backend) {
 		if old := b.Weight(); old != w {

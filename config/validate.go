@@ -1,0 +1,320 @@
+package config
+
+// Validation: the rules a decoded configuration must satisfy.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (d *decoder) validate(c *Config) {
+	d.port("port", c.Port)
+	d.port("admin_port", c.AdminPort)
+	d.bindAddr("bind", c.Bind)
+	d.bindAddr("admin_bind", c.AdminBind)
+	if c.Port == c.AdminPort {
+		d.fail("admin_port", "must differ from port (%d)", c.Port)
+	}
+	d.adminToken(c)
+	if c.AccessLog == "" {
+		d.fail("access_log", `must be "off", "stderr" or a file path`)
+	}
+	if !slices.Contains(Strategies, c.Strategy) {
+		d.fail("strategy", "unknown strategy %q (use %q, %q or %q)", c.Strategy,
+			StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo)
+	}
+	d.positive("backend_timeout", c.BackendTimeout)
+	d.positive("connect_timeout", c.ConnectTimeout)
+	d.positive("client_read_timeout", c.ClientReadTimeout)
+	d.positive("client_idle_timeout", c.ClientIdleTimeout)
+	d.positive("health_check_frequency", c.HealthCheckFrequency)
+	d.positive("health_check.timeout", c.HealthCheck.Timeout)
+	if c.Retries < 0 || c.Retries > MaxRetries {
+		d.fail("retries", "must be 0..%d, not %d", MaxRetries, c.Retries)
+	}
+	if c.MaxClientConns < 1 || c.MaxClientConns > 10_000_000 {
+		d.fail("max_client_conns", "must be 1..10000000, not %d", c.MaxClientConns)
+	}
+	if c.MaxHeaderBytes < 1<<10 || c.MaxHeaderBytes > 1<<20 {
+		d.fail("max_header_bytes", "must be between 1KiB and 1MiB, not %d bytes", c.MaxHeaderBytes)
+	}
+	if c.MaxRequestBody < 1 {
+		d.fail("max_request_body", "must be at least 1 byte")
+	}
+	switch c.HealthCheckMethod {
+	case CheckTCP, CheckHTTP:
+	default:
+		d.fail("health_check_method", "unknown method %q (use %q or %q)", c.HealthCheckMethod, CheckTCP, CheckHTTP)
+	}
+	hc := &c.HealthCheck
+	if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n") {
+		d.fail("health_check.path", "must be a request path starting with \"/\", not %q", hc.Path)
+	}
+	if r, err := parseStatusRanges(hc.ExpectStatus); err != nil {
+		d.fail("health_check.expect_status", "%v", err)
+	} else {
+		hc.Expect = r
+	}
+	if hc.Rise < 1 || hc.Rise > 100 {
+		d.fail("health_check.rise", "must be 1..100, not %d", hc.Rise)
+	}
+	if hc.Fall < 1 || hc.Fall > 100 {
+		d.fail("health_check.fall", "must be 1..100, not %d", hc.Fall)
+	}
+	d.sticky(&c.Sticky)
+	d.tls(c)
+	o := &c.Outlier
+	if o.Consecutive5xx < 0 || o.Consecutive5xx > 1000 {
+		d.fail("outlier.consecutive_5xx", "must be 0 (off) to 1000, not %d", o.Consecutive5xx)
+	}
+	if o.ConsecutiveGatewayErrors < 0 || o.ConsecutiveGatewayErrors > 1000 {
+		d.fail("outlier.consecutive_gateway_errors", "must be 0 (off) to 1000, not %d", o.ConsecutiveGatewayErrors)
+	}
+	d.positive("outlier.interval", o.Interval)
+	d.positive("outlier.base_ejection_time", o.BaseEjectionTime)
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		d.fail("outlier.max_ejection_percent", "must be 0..100, not %d", o.MaxEjectionPercent)
+	}
+
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		d.fail("log_level", "unknown level %q (use debug, info, warn or error)", c.LogLevel)
+	}
+	ids := make(map[string]int, len(c.Backends))
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		p := fmt.Sprintf("backends[%d]", i)
+		if !d.checkBackend(p, b) {
+			continue
+		}
+		if j, dup := ids[b.ID]; dup {
+			d.fail(p+".id", "duplicate id %q (also backends[%d]; give each backend its own \"id\")", b.ID, j)
+		} else {
+			ids[b.ID] = i
+		}
+	}
+}
+
+// checkBackend validates b and fills its derived fields; it reports whether
+// b's URL and id are good.
+func (d *decoder) checkBackend(path string, b *Backend) bool {
+	resolved := b.resolve()
+	if resolved != nil {
+		d.fail(join(path, "url"), "%v", resolved)
+	}
+	if err := CheckWeight(b.Weight); err != nil {
+		d.fail(join(path, "weight"), "%v", err)
+	}
+	if b.MaxConns < 0 {
+		d.fail(join(path, "max_conns"), "must be 0 (unlimited) or more, not %d", b.MaxConns)
+	}
+	if err := checkState(&b.State); err != nil {
+		d.fail(join(path, "state"), "%v", err)
+	}
+	if resolved != nil {
+		return false
+	}
+	if err := CheckID(b.ID); err != nil {
+		d.fail(join(path, "id"), "%v", err)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) sticky(st *Sticky) {
+	switch st.Mode {
+	case StickyOff, StickyIP, StickyCookie:
+	case StickyHeader:
+		if st.Header == "" {
+			d.fail("sticky.header", `must name a header when sticky.mode is "header"`)
+		}
+	default:
+		d.fail("sticky.mode", "unknown mode %q (use %q, %q, %q or %q)", st.Mode, StickyOff, StickyIP, StickyHeader, StickyCookie)
+	}
+	if st.Header != "" && !isToken(st.Header) {
+		d.fail("sticky.header", "%q is not a valid header name", st.Header)
+	}
+	if !isToken(st.Cookie) {
+		d.fail("sticky.cookie", "%q is not a valid cookie name", st.Cookie)
+	}
+	if st.CookieSecret != "" && len(st.CookieSecret) < 16 {
+		d.fail("sticky.cookie_secret", "must be at least 16 characters (or empty for a random one at each start)")
+	}
+	if st.BalanceFactor != 0 && (st.BalanceFactor < 1 || st.BalanceFactor > 100) {
+		d.fail("sticky.balance_factor", "must be 0 (off) or between 1 and 100, such as 1.25; not %g", st.BalanceFactor)
+	}
+	st.Trusted = nil
+	for i, s := range st.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				d.fail(fmt.Sprintf("sticky.trusted_proxies[%d]", i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		st.Trusted = append(st.Trusted, p.Masked())
+	}
+}
+
+// tls checks the "tls" object's own values; the certificate files are read
+// and paired by package tlsconf, which -check and startup also run.
+func (d *decoder) tls(c *Config) {
+	t := c.TLS
+	if t == nil {
+		return
+	}
+	d.port("tls.port", t.Port)
+	d.bindAddr("tls.bind", t.Bind)
+	if t.Port == c.Port || t.Port == c.AdminPort {
+		d.fail("tls.port", "must differ from port and admin_port (%d)", t.Port)
+	}
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	default:
+		d.fail("tls.min_version", `must be "1.2" or "1.3", not %q`, t.MinVersion)
+	}
+	if len(t.Certificates) == 0 {
+		d.fail("tls.certificates", "needs at least one certificate to serve HTTPS")
+	}
+	for i, cert := range t.Certificates {
+		p := fmt.Sprintf("tls.certificates[%d]", i)
+		if cert.CertFile == "" {
+			d.fail(p+".cert_file", "is required")
+		}
+		if cert.KeyFile == "" {
+			d.fail(p+".key_file", "is required")
+		}
+	}
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token, as header and
+// cookie names must be.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// adminToken reads admin_token_file and refuses an admin API open beyond
+// loopback without a token.
+func (d *decoder) adminToken(c *Config) {
+	if c.AdminToken != "" && c.AdminTokenFile != "" {
+		d.fail("admin_token_file", "set admin_token or admin_token_file, not both")
+		return
+	}
+	if c.AdminTokenFile != "" {
+		data, err := os.ReadFile(c.AdminTokenFile)
+		if err != nil {
+			d.fail("admin_token_file", "cannot read: %v", errors.Unwrap(err))
+			return
+		}
+		c.AdminToken = strings.TrimSpace(string(data))
+		if c.AdminToken == "" {
+			d.fail("admin_token_file", "%s is empty", c.AdminTokenFile)
+			return
+		}
+	}
+	if strings.ContainsAny(c.AdminToken, " \t\r\n") {
+		d.fail("admin_token", "must not contain white space")
+	}
+	if ip, err := netip.ParseAddr(c.AdminBind); err == nil && !ip.IsLoopback() && c.AdminToken == "" {
+		d.fail("admin_bind", "%s is not a loopback address: set admin_token or admin_token_file so the admin API is not open to the network", c.AdminBind)
+	}
+}
+
+func (d *decoder) port(path string, p int) {
+	if p < 1 || p > 65535 {
+		d.fail(path, "must be 1..65535, not %d", p)
+	}
+}
+
+func (d *decoder) bindAddr(path, s string) {
+	if _, err := netip.ParseAddr(s); err != nil {
+		d.fail(path, "must be an IP address such as \"0.0.0.0\", \"127.0.0.1\" or \"::\", not %q", s)
+	}
+}
+
+func (d *decoder) positive(path string, v time.Duration) {
+	if v <= 0 {
+		d.fail(path, "must be greater than 0")
+	}
+}
+
+// CheckID reports whether id can name a backend: it appears in admin API
+// paths, so it is limited to letters, digits and ".-_:[]" (the brackets for
+// the default id of an IPv6 backend).
+func CheckID(id string) error {
+	if id == "" || len(id) > 128 {
+		return errors.New("must be 1 to 128 characters")
+	}
+	for _, r := range id {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			strings.ContainsRune(".-_:[]", r)
+		if !ok {
+			return fmt.Errorf("%q may hold only letters, digits and \".-_:[]\"", id)
+		}
+	}
+	return nil
+}
+
+// checkState accepts a backend state, "" meaning active.
+func checkState(s *string) error {
+	if *s == "" {
+		*s = StateActive
+	}
+	return CheckState(*s)
+}
+
+// CheckState is the rule for a backend's state, in the file and in the
+// admin API.
+func CheckState(s string) error {
+	switch s {
+	case StateActive, StateDrain, StateMaint:
+		return nil
+	}
+	return fmt.Errorf("unknown state %q (use %q, %q or %q)", s, StateActive, StateDrain, StateMaint)
+}
+
+// CheckWeight is the rule for a backend's weight, in the file, in the
+// admin API and in the pool.
+func CheckWeight(w int) error {
+	if w < 0 || w > MaxWeight {
+		return fmt.Errorf("must be 0..%d, not %d", MaxWeight, w)
+	}
+	return nil
+}
+
+func parseStatusRanges(s string) ([]StatusRange, error) {
+	bad := fmt.Errorf("invalid status list %q (use codes and ranges such as \"200-399\" or \"200,204\")", s)
+	var out []StatusRange
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		if !isRange {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return nil, bad
+		}
+		out = append(out, StatusRange{a, b})
+	}
+	return out, nil
+}
