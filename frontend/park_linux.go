@@ -121,10 +121,10 @@ func (s *Server) parkSet() *parkSet {
 			p.file.Close()
 			return
 		}
-		s.set = p
+		s.set.Store(p)
 		go s.watchParked(p, rc)
 	})
-	return s.set
+	return s.set.Load()
 }
 
 // watchParked serves again the connections whose next request arrives and
@@ -186,7 +186,8 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 // closeParked closes the parked connections, and any that parks from now
 // on.
 func (s *Server) closeParked() {
-	p := s.set
+	s.setOnce.Do(func() {}) // no set is made from now on
+	p := s.set.Load()
 	if p == nil {
 		return
 	}

@@ -62,7 +62,7 @@ type Server struct {
 	busyPeak atomic.Int64 // the most in a turn at once since watchMemory last looked
 
 	setOnce sync.Once
-	set     *parkSet // nil until a connection parks, or if there can be none
+	set     atomic.Pointer[parkSet] // nil until a connection parks, or if there can be none
 
 	watching sync.Once
 	stop     chan struct{} // closed by ShutdownWithContext: watchMemory ends
