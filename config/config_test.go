@@ -171,6 +171,8 @@ func TestErrors(t *testing.T) {
 		{"queue not a duration", `{"queue_timeout": 1}`, []string{"queue_timeout: must be a duration string"}},
 		{"duration zero", `{"client_read_timeout": "0s"}`, []string{"client_read_timeout: must be greater than 0"}},
 		{"idle zero", `{"client_idle_timeout": "0s"}`, []string{"client_idle_timeout: must be greater than 0"}},
+		{"park negative", `{"park_idle_after": "-100ms"}`, []string{"park_idle_after: must not be negative"}},
+		{"park not a duration", `{"park_idle_after": 100}`, []string{`park_idle_after: must be a duration string such as "30s", not 100`}},
 		{"frequency zero", `{"health_check_frequency": "0s"}`, []string{"health_check_frequency: must be greater than 0"}},
 		{"shutdown type", `{"shutdown_timeout": true}`, []string{"shutdown_timeout: must be a duration string"}},
 		{"retries", `{"retries": 11}`, []string{"retries: must be 0..10, not 11"}},

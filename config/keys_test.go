@@ -2,7 +2,9 @@ package config
 
 import (
 	"encoding/json"
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -101,6 +103,20 @@ func TestKeysSameAndKeep(t *testing.T) {
 		k.Keep(next, base)
 		if !k.Same(base, next) {
 			t.Errorf("%s: Keep did not put the value back", k.Name)
+		}
+	}
+}
+
+// Every key of the file is in the README's configuration table, where an
+// operator looks for it.
+func TestEveryKeyDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys {
+		if !strings.Contains(string(readme), "| `"+k.Name+"` |") && !strings.Contains(string(readme), "| `"+k.Name+".") {
+			t.Errorf("key %q is not in the README's configuration table", k.Name)
 		}
 	}
 }

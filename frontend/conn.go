@@ -35,6 +35,8 @@ type conn struct {
 	closed atomic.Bool
 
 	idleSince time.Time // when the last answer was sent
+	answered  bool      // an answer was sent in this turn
+	quiet     uint8     // the waits for a request in a row that lasted park_idle_after, up to quietWaits
 	timedOut  bool      // the last Read ended at its deadline, having read nothing
 	park      bool      // Close kept the socket open: the turn ended idle
 	// direct is set once the connection has left fasthttp's serving loop
@@ -72,8 +74,22 @@ type tlsConn struct {
 // than it then share one armed timer.
 func (s *Server) parkSlack() time.Duration { return s.parkAfter / 8 }
 
+// quietWaits is how many waits for a request in a row must have lasted
+// park_idle_after before a connection is parked as soon as it has been
+// answered: a client that pauses before every request then costs a park
+// and a wake per pause, not a wait of park_idle_after as well, and holds
+// no buffers while it pauses. Two rather than one, so that a client that
+// sends bursts with long pauses between them (a browser) is not parked and
+// woken again after the first request of each burst.
+const quietWaits = 2
+
+// pastDeadline is a deadline in the past: a read under it fails at once.
+var pastDeadline = time.Unix(1, 0)
+
 // SetReadDeadline arms a deadline for the wait for the next request at once
 // (unless the armed one covers it), and leaves any other for the next Read.
+// A quiet connection's wait has a deadline already past: it ends at once
+// unless the request is already read, and the connection parks.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if c.direct {
 		return c.Conn.SetReadDeadline(t)
@@ -83,7 +99,21 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 		return nil
 	}
 	c.readPending = false
+	if c.quiet >= quietWaits && c.srv.parkAfter > 0 {
+		t = pastDeadline
+	}
 	return c.armRead(t, c.srv.parkSlack())
+}
+
+// woken notes that c's next request arrived while it was parked: the wait
+// lasted park_idle_after, or, if it parked at once, may have been shorter.
+func (c *conn) woken() {
+	if time.Since(c.idleSince) < c.srv.parkAfter {
+		c.quiet = 0
+	} else if c.quiet < quietWaits {
+		c.quiet++
+	}
+	c.state.CompareAndSwap(int32(fasthttp.StateIdle), int32(fasthttp.StateNew))
 }
 
 // armRead sets the read deadline to t, up to slack late.
@@ -172,6 +202,7 @@ func (c *conn) close() error {
 // the server's epoll set (park_linux.go), or else in a goroutine of its
 // own (waitParked).
 func (s *Server) serveTurns(c *conn) {
+	c.answered = false
 	s.serving(1)
 	s.fs.ServeConn(c) //nolint:errcheck // fasthttp closes c and answers what it could not serve
 	s.serving(-1)
@@ -205,7 +236,7 @@ func (s *Server) waitParked(c *conn) {
 		c.close() //nolint:errcheck // the idle timeout, or closed by a shutdown
 		return
 	}
-	c.state.CompareAndSwap(int32(fasthttp.StateIdle), int32(fasthttp.StateNew))
+	c.woken()
 	s.serveTurns(c)
 }
 

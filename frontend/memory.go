@@ -34,11 +34,14 @@ func (s *Server) watchMemory(stop <-chan struct{}) {
 	// Since memory was last returned: the most connections in a turn at
 	// once, and the fewest parked.
 	peak, low := int64(0), s.parked.Load()
-	for {
+	for looks := 1; ; looks++ {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
+		}
+		if looks%workerWindow == 0 {
+			s.workers.sweep(false)
 		}
 		busy, parked := s.busy.Load(), s.parked.Load()
 		peak, low = max(peak, s.busyPeak.Swap(busy)), min(low, parked)
@@ -60,6 +63,7 @@ func (s *Server) releaseMemory(peak, busy, parked int64) bool {
 		return false
 	}
 	start := time.Now()
+	s.workers.sweep(true) // their stacks
 	// Twice: sync.Pool keeps what it held through one collection.
 	runtime.GC()
 	debug.FreeOSMemory()

@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 )
 
@@ -164,8 +163,8 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 		closed, armed := p.closed, p.armed
 		p.mu.Unlock()
 		for _, c := range ready {
-			c.state.CompareAndSwap(int32(fasthttp.StateIdle), int32(fasthttp.StateNew))
-			go s.serveTurns(c)
+			c.woken()
+			s.run(c)
 		}
 		for _, c := range expired {
 			c.close() //nolint:errcheck // idle for client_idle_timeout

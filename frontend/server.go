@@ -64,6 +64,7 @@ type Server struct {
 	setOnce sync.Once
 	set     atomic.Pointer[parkSet] // nil until a connection parks, or if there can be none
 
+	workers  workers
 	watching sync.Once
 	stop     chan struct{} // closed by ShutdownWithContext: watchMemory ends
 
@@ -168,10 +169,13 @@ func (s *Server) connState(nc net.Conn, state fasthttp.ConnState) {
 		return
 	}
 	switch state {
-	case fasthttp.StateActive, fasthttp.StateIdle:
-		if state == fasthttp.StateIdle {
-			c.idleSince = time.Now()
+	case fasthttp.StateActive:
+		if c.answered {
+			c.quiet = 0 // a request within park_idle_after of the last answer
 		}
+		c.state.Store(int32(state))
+	case fasthttp.StateIdle:
+		c.idleSince, c.answered = time.Now(), true
 		c.state.Store(int32(state))
 	case fasthttp.StateHijacked:
 		s.mu.Lock()
@@ -234,7 +238,7 @@ func (s *Server) admit(nc net.Conn, cfg *tls.Config) {
 		}()
 		return
 	}
-	go s.serveTurns(c)
+	s.run(c)
 }
 
 // refuse answers a connection over max_client_conns with 503 and closes it.
@@ -298,6 +302,7 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	}
 	drained := s.waitClosed(ctx, drainIdle)
 	s.closeParked()
+	s.workers.stop()
 	if !drained {
 		s.mu.Lock()
 		s.stopping = true

@@ -301,3 +301,45 @@ func selfSigned(t *testing.T) *tls.Config {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
+
+// TestQuietConnectionParksAtOnce: a connection whose last two waits for a
+// request each lasted park_idle_after is parked as soon as it has been
+// answered; one request within park_idle_after of the last answer, and it
+// waits park_idle_after first again.
+func TestQuietConnectionParksAtOnce(t *testing.T) {
+	const after = 200 * time.Millisecond
+	ts := startServer(t, func(c *config.Config) { c.ParkIdleAfter = after }, nil)
+	c := ts.dial(t)
+	parkedWithin := func(d time.Duration) bool {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+			if ts.Parked() == 1 {
+				return true
+			}
+		}
+		return false
+	}
+	request := func(what string) {
+		t.Helper()
+		if resp, _ := c.get("/"); resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", what, resp.StatusCode)
+		}
+	}
+	request("first")
+	for i := range quietWaits {
+		if parkedWithin(after / 2) {
+			t.Fatalf("parked at once after %d long waits, want %d", i, quietWaits)
+		}
+		waitFor(t, "the connection to park", func() bool { return ts.Parked() == 1 })
+		request("after a long wait")
+	}
+	if !parkedWithin(after / 2) {
+		t.Fatalf("not parked at once after %d long waits", quietWaits)
+	}
+	// A request soon after the answer: the connection waits again.
+	time.Sleep(after / 10)
+	request("soon after parking at once")
+	request("back to back")
+	if parkedWithin(after / 2) {
+		t.Fatal("parked at once after a short wait")
+	}
+}

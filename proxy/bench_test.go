@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"fastlb/internal/header"
 	"io"
 	"log/slog"
 	"net"
@@ -176,11 +177,11 @@ func BenchmarkProxyRewrite(b *testing.B) {
 					b.Fatal(err)
 				}
 				h := &r.ctx.Request.Header
-				seen, err := upstream.CheckFields(h.RawHeaders())
+				seen, err := header.CheckFields(h.RawHeaders())
 				if err != nil {
 					b.Fatal(err)
 				}
-				upstream.RemoveHopByHop(h, seen)
+				header.RemoveHopByHop(h, seen)
 				h.ResetConnectionClose()
 				setForwarded(&r.ctx, seen)
 				p.setRequestID(h, seen)

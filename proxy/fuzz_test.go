@@ -3,14 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"fastlb/internal/header"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
-
-	"fastlb/upstream"
 )
 
 // FuzzRewrite feeds arbitrary header lines through the request checks and
@@ -33,14 +32,14 @@ func FuzzRewrite(f *testing.F) {
 			return
 		}
 		h := &ctx.Request.Header
-		seen, err := upstream.CheckFields(h.RawHeaders())
+		seen, err := header.CheckFields(h.RawHeaders())
 		if err != nil {
 			return
 		}
 		// setForwarded and setRequestID look only for the fields
 		// CheckFields noted.
-		for i, name := range upstream.ForwardFields {
-			if bit := upstream.FieldXForwardedFor << i; seen&bit == 0 && len(h.PeekAll(name)) > 0 {
+		for i, name := range header.ForwardFields {
+			if bit := header.FieldXForwardedFor << i; seen&bit == 0 && len(h.PeekAll(name)) > 0 {
 				t.Fatalf("%s in %q not noted by CheckFields", name, raw)
 			}
 		}
@@ -52,12 +51,12 @@ func FuzzRewrite(f *testing.F) {
 				}
 			}
 		}
-		upstream.RemoveHopByHop(h, seen)
+		header.RemoveHopByHop(h, seen)
 		setForwarded(&ctx, seen)
 		var p Proxy
 		p.setRequestID(h, seen)
 		for k := range h.All() {
-			for _, hop := range upstream.HopFields {
+			for _, hop := range header.HopFields {
 				if strings.EqualFold(string(k), hop) && !strings.EqualFold(hop, "Transfer-Encoding") {
 					t.Fatalf("hop-by-hop %s left in %q", k, raw)
 				}

@@ -2,11 +2,10 @@ package proxy
 
 import (
 	"crypto/rand"
+	"fastlb/internal/header"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
-
-	"fastlb/upstream"
 )
 
 var (
@@ -23,14 +22,14 @@ var (
 // setForwarded adds the client's address to X-Forwarded-For and sets
 // X-Forwarded-Proto and X-Forwarded-Host. Several X-Forwarded-For lines are
 // joined into one list, as RFC 9110 section 5.3 allows. seen is what
-// upstream.CheckFields noted of the request's fields: one it did not note
+// header.CheckFields noted of the request's fields: one it did not note
 // is not there, and is not looked for.
-func setForwarded(ctx *fasthttp.RequestCtx, seen upstream.Fields) {
+func setForwarded(ctx *fasthttp.RequestCtx, seen header.Fields) {
 	h := &ctx.Request.Header
 	var buf [256]byte
 	b := buf[:0]
 	var lines [][]byte
-	if seen&upstream.FieldXForwardedFor != 0 {
+	if seen&header.FieldXForwardedFor != 0 {
 		lines = h.PeekAll("X-Forwarded-For")
 	}
 	for _, v := range lines {
@@ -55,7 +54,7 @@ func setForwarded(ctx *fasthttp.RequestCtx, seen upstream.Fields) {
 	}
 	if host := h.Host(); len(host) > 0 {
 		h.SetCanonical(headerXFH, host)
-	} else if seen&upstream.FieldXForwardedHost != 0 {
+	} else if seen&header.FieldXForwardedHost != 0 {
 		h.DelBytes(headerXFH)
 	}
 }
@@ -77,8 +76,8 @@ func newIDPrefix() (p idPrefix) {
 // setRequestID adds an X-Request-Id, the process's prefix and then the
 // next sequence number in 16 hex digits, unless the request has one (seen
 // as in setForwarded).
-func (p *Proxy) setRequestID(h *fasthttp.RequestHeader, seen upstream.Fields) {
-	if seen&upstream.FieldXRequestID != 0 && len(h.PeekBytes(headerRequestID)) > 0 {
+func (p *Proxy) setRequestID(h *fasthttp.RequestHeader, seen header.Fields) {
+	if seen&header.FieldXRequestID != 0 && len(h.PeekBytes(headerRequestID)) > 0 {
 		return
 	}
 	var id [len(idPrefix{}) + 16]byte

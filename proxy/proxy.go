@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"errors"
+	"fastlb/internal/header"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -179,7 +180,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
 		return nil
 	}
-	seen, err := upstream.CheckFields(req.Header.RawHeaders())
+	seen, err := header.CheckFields(req.Header.RawHeaders())
 	if err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
@@ -201,7 +202,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		key = st.sticky.key(ctx) // before X-Forwarded-For changes
 	}
 	upgrade := upgradeOf(&req.Header)
-	upstream.RemoveHopByHop(&req.Header, seen)
+	header.RemoveHopByHop(&req.Header, seen)
 	// HTTP/1.0 without keep-alive: fastlb still keeps its backend
 	// connection open.
 	req.Header.ResetConnectionClose()

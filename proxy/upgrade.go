@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fastlb/internal/header"
 	"io"
 	"net"
 	"os"
@@ -158,7 +159,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 		if err != nil {
 			return err
 		}
-		upstream.RemoveHopByHop(&resp.Header, hop)
+		header.RemoveHopByHop(&resp.Header, hop)
 		resp.Header.ResetConnectionClose()
 		return errNotSwitched
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fastlb/internal/header"
 	"fmt"
 	"io"
 	"net"
@@ -22,7 +23,7 @@ import (
 const StreamThreshold = 64 << 10
 
 // ErrMalformedResponse is returned for a response whose header fastlb
-// refuses to pass on (see CheckFields).
+// refuses to pass on (see header.CheckFields).
 var ErrMalformedResponse = errors.New("malformed response header")
 
 // ErrFull is returned, before anything is sent, when the backend is at its
@@ -64,11 +65,11 @@ type Pacer interface {
 
 // transport is the fasthttp.RoundTripper of a backend's HostClient. Compared
 // with fasthttp's own it
-//   - hands over responses without hop-by-hop fields (RemoveHopByHop);
+//   - hands over responses without hop-by-hop fields (header.RemoveHopByHop);
 //   - counts the request as in flight on the backend until its response
 //     body has been passed on, streamed or not;
 //   - takes its deadline from the pool's backend timeout;
-//   - refuses a response whose raw header CheckFields refuses;
+//   - refuses a response whose raw header header.CheckFields refuses;
 //   - buffers response bodies up to StreamThreshold and streams the rest,
 //     bounding each read of a streamed body by the backend timeout instead
 //     of the whole transfer, as nginx's proxy_read_timeout does.
@@ -195,12 +196,8 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 
 	// Let the other connections' work run while the backend prepares its
 	// answer: the read that follows then often finds the answer instead
-	// of failing with EAGAIN and parking until the poller reports it (under
-	// wrk -c64 on one core, 0.1 failed reads per request instead of 0.7,
-	// and 4-14% less CPU per request, when it was added; with the runtime
-	// setting the Makefile links in, which keeps the goroutines on one
-	// thread, 0.4-0.7 instead of 1.0). With nothing else to run it returns
-	// at once.
+	// of failing with EAGAIN and parking until the poller reports it. With
+	// nothing else to run it returns at once.
 	runtime.Gosched()
 	if !oneDeadline {
 		if streamed {
@@ -235,7 +232,7 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	closeConn := req.ConnectionClose() || resp.ConnectionClose() || resp.StatusCode() == fasthttp.StatusSwitchingProtocols
 	// The client gets none of the backend connection's own fields, and a
 	// backend closing its connection does not close the client's.
-	RemoveHopByHop(&resp.Header, hop)
+	header.RemoveHopByHop(&resp.Header, hop)
 	resp.Header.ResetConnectionClose()
 	cl := resp.Header.ContentLength()
 	switch code := resp.StatusCode(); {
@@ -276,12 +273,12 @@ const maxInterim = 16
 
 // ReadResponseHeader reads the final response header from br into h,
 // skipping interim (1xx) responses other than 101, and reports which
-// hop-by-hop fields it holds. It refuses a header that CheckFields refuses
+// hop-by-hop fields it holds. It refuses a header that header.CheckFields refuses
 // (ErrMalformedResponse), checking it before fasthttp parses it: the parser
 // rewrites folded lines in place.
-func ReadResponseHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop Fields, err error) {
+func ReadResponseHeader(br *bufio.Reader, h *fasthttp.ResponseHeader) (hop header.Fields, err error) {
 	for range maxInterim {
-		if hop, err = CheckFields(peekHeader(br)); err != nil {
+		if hop, err = header.CheckFields(peekHeader(br)); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrMalformedResponse, err)
 		}
 		if err := h.Read(br); err != nil {

@@ -1,4 +1,7 @@
-package upstream
+// Package header holds the checks of HTTP header fields that both sides of
+// the proxy share: the hop-by-hop fields, which are never forwarded, and
+// the checks a raw request or response header must pass to be forwarded.
+package header
 
 import (
 	"bytes"
