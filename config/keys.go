@@ -18,11 +18,12 @@ const (
 	Restart
 )
 
-// Key is one top-level key of the configuration file: how it is decoded,
-// how GET /api/v1/config shows its value, and what a reload does with a
-// change. Keys holds every one, and the decoder, the configuration view and
-// the reload all read it, so that a key known to one cannot be missing from
-// another.
+// Key is one top-level key of the configuration file: how it is decoded
+// and checked, how GET /api/v1/config shows its value, and what a reload
+// does with a change. Keys holds every one, and the decoder (Load, Parse,
+// and so -check), the configuration view and the reload all read it, so
+// that a key known to one cannot be missing from another. Defaults gives
+// every key's default.
 type Key struct {
 	Name   string
 	Reload Reload
@@ -40,6 +41,9 @@ type Key struct {
 	Keep func(dst, src *Config)
 
 	decode func(d *decoder, c *Config) func(path string, raw json.RawMessage)
+	// check reports what is wrong with the key's value, once decoded;
+	// nil: nothing beyond its type. Rules across keys are validate's.
+	check func(d *decoder, c *Config)
 }
 
 // Redacted stands for a secret in the configuration view.
@@ -47,43 +51,44 @@ const Redacted = "(redacted)"
 
 // Keys lists every top-level key, in the order the SPEC gives them.
 var Keys = []Key{
-	scalar("port", Restart, func(c *Config) *int { return &c.Port }, (*decoder).intTo, plain[int]),
-	scalar("bind", Restart, func(c *Config) *string { return &c.Bind }, (*decoder).stringTo, plain[string]),
-	scalar("admin_port", Restart, func(c *Config) *int { return &c.AdminPort }, (*decoder).intTo, plain[int]),
-	scalar("admin_bind", Restart, func(c *Config) *string { return &c.AdminBind }, (*decoder).stringTo, plain[string]),
-	scalar("admin_token", Reloadable, func(c *Config) *string { return &c.AdminToken }, (*decoder).stringTo, secret),
-	scalar("admin_token_file", Reloadable, func(c *Config) *string { return &c.AdminTokenFile }, (*decoder).stringTo, plain[string]),
-	scalar("admin_persist", Reloadable, func(c *Config) *bool { return &c.AdminPersist }, (*decoder).boolTo, plain[bool]),
-	scalar("strategy", Reloadable, func(c *Config) *string { return &c.Strategy }, (*decoder).stringTo, plain[string]),
-	scalar("backend_timeout", Reloadable, func(c *Config) *time.Duration { return &c.BackendTimeout }, (*decoder).durationTo, duration),
-	scalar("connect_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ConnectTimeout }, (*decoder).durationTo, duration),
-	scalar("client_read_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientReadTimeout }, (*decoder).durationTo, duration),
-	scalar("client_idle_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, (*decoder).durationTo, duration),
-	scalar("park_idle_after", Restart, func(c *Config) *time.Duration { return &c.ParkIdleAfter }, (*decoder).durationTo, duration),
-	scalar("shutdown_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ShutdownTimeout }, (*decoder).durationTo, duration),
-	scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration),
-	scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int]),
-	scalar("max_client_conns", Restart, func(c *Config) *int { return &c.MaxClientConns }, (*decoder).intTo, plain[int]),
-	scalar("max_header_bytes", Restart, func(c *Config) *int { return &c.MaxHeaderBytes }, (*decoder).sizeTo, plain[int]),
-	scalar("max_request_body", Restart, func(c *Config) *int { return &c.MaxRequestBody }, (*decoder).sizeTo, plain[int]),
-	scalar("health_check_frequency", Reloadable, func(c *Config) *time.Duration { return &c.HealthCheckFrequency }, (*decoder).durationTo, duration),
-	scalar("health_check_method", Reloadable, func(c *Config) *string { return &c.HealthCheckMethod }, (*decoder).stringTo, plain[string]),
-	object("health_check", Reloadable, func(c *Config) *HealthCheck { return &c.HealthCheck }, (*decoder).healthCheck, viewHealthCheck),
-	object("sticky", Reloadable, func(c *Config) *Sticky { return &c.Sticky }, (*decoder).stickyObject, viewSticky),
+	scalar("port", Restart, func(c *Config) *int { return &c.Port }, (*decoder).intTo, plain[int], (*decoder).port),
+	scalar("bind", Restart, func(c *Config) *string { return &c.Bind }, (*decoder).stringTo, plain[string], (*decoder).bindAddr),
+	scalar("admin_port", Restart, func(c *Config) *int { return &c.AdminPort }, (*decoder).intTo, plain[int], (*decoder).port),
+	scalar("admin_bind", Restart, func(c *Config) *string { return &c.AdminBind }, (*decoder).stringTo, plain[string], (*decoder).bindAddr),
+	scalar("admin_token", Reloadable, func(c *Config) *string { return &c.AdminToken }, (*decoder).stringTo, secret, nil),
+	scalar("admin_token_file", Reloadable, func(c *Config) *string { return &c.AdminTokenFile }, (*decoder).stringTo, plain[string], nil),
+	scalar("admin_persist", Reloadable, func(c *Config) *bool { return &c.AdminPersist }, (*decoder).boolTo, plain[bool], nil),
+	scalar("strategy", Reloadable, func(c *Config) *string { return &c.Strategy }, (*decoder).stringTo, plain[string], (*decoder).strategy),
+	scalar("backend_timeout", Reloadable, func(c *Config) *time.Duration { return &c.BackendTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
+	scalar("connect_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ConnectTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
+	scalar("client_read_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientReadTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
+	scalar("client_idle_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
+	scalar("park_idle_after", Restart, func(c *Config) *time.Duration { return &c.ParkIdleAfter }, (*decoder).durationTo, duration, nil),
+	scalar("shutdown_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ShutdownTimeout }, (*decoder).durationTo, duration, nil),
+	scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration, nil),
+	scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int], between(0, MaxRetries)),
+	scalar("max_client_conns", Restart, func(c *Config) *int { return &c.MaxClientConns }, (*decoder).intTo, plain[int], between(1, 10_000_000)),
+	scalar("max_header_bytes", Restart, func(c *Config) *int { return &c.MaxHeaderBytes }, (*decoder).sizeTo, plain[int], (*decoder).headerBytes),
+	scalar("max_request_body", Restart, func(c *Config) *int { return &c.MaxRequestBody }, (*decoder).sizeTo, plain[int], (*decoder).requestBody),
+	scalar("health_check_frequency", Reloadable, func(c *Config) *time.Duration { return &c.HealthCheckFrequency }, (*decoder).durationTo, duration, (*decoder).positive),
+	scalar("health_check_method", Reloadable, func(c *Config) *string { return &c.HealthCheckMethod }, (*decoder).stringTo, plain[string], (*decoder).checkMethod),
+	object("health_check", Reloadable, func(c *Config) *HealthCheck { return &c.HealthCheck }, (*decoder).healthCheck, viewHealthCheck, (*decoder).checkHealth),
+	object("sticky", Reloadable, func(c *Config) *Sticky { return &c.Sticky }, (*decoder).stickyObject, viewSticky, (*decoder).sticky),
 	{
 		Name: "tls", Reload: Restart,
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
 			return func(p string, raw json.RawMessage) { c.TLS = d.tlsObject(p, raw) }
 		},
-		View: func(c *Config) any { return viewTLS(c.TLS) },
-		Same: func(a, b *Config) bool { return sameListener(a.TLS, b.TLS) },
-		Keep: keepListener,
+		View:  func(c *Config) any { return viewTLS(c.TLS) },
+		Same:  func(a, b *Config) bool { return sameListener(a.TLS, b.TLS) },
+		Keep:  keepListener,
+		check: (*decoder).tls,
 	},
-	object("backend_tls", Restart, func(c *Config) *BackendTLS { return &c.BackendTLS }, (*decoder).backendTLS, viewBackendTLS),
-	object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier),
-	scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration),
-	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string]),
-	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string]),
+	object("backend_tls", Restart, func(c *Config) *BackendTLS { return &c.BackendTLS }, (*decoder).backendTLS, viewBackendTLS, nil),
+	object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier, (*decoder).checkOutlier),
+	scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration, nil),
+	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string], (*decoder).logLevel),
+	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string], (*decoder).accessLog),
 	{
 		// A reload applies the file's backends to the pool, which reports
 		// what changed on its own (upstream.Diff).
@@ -91,9 +96,10 @@ var Keys = []Key{
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
 			return func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }
 		},
-		View: func(c *Config) any { return ViewBackends(c.Backends) },
-		Same: func(a, b *Config) bool { return slices.Equal(a.Backends, b.Backends) },
-		Keep: func(dst, src *Config) { dst.Backends = src.Backends },
+		View:  func(c *Config) any { return ViewBackends(c.Backends) },
+		Same:  func(a, b *Config) bool { return slices.Equal(a.Backends, b.Backends) },
+		Keep:  func(dst, src *Config) { dst.Backends = src.Backends },
+		check: (*decoder).checkBackends,
 	},
 }
 
@@ -107,20 +113,25 @@ func View(c *Config) map[string]any {
 	return out
 }
 
-// scalar is the Key of a value decoded by dec into the field f points to.
-func scalar[T comparable](name string, r Reload, f func(*Config) *T, dec func(*decoder, *T) func(string, json.RawMessage), view func(T) any) Key {
-	return Key{
+// scalar is the Key of a value decoded by dec into the field f points to,
+// and checked by check (nil: nothing beyond its type).
+func scalar[T comparable](name string, r Reload, f func(*Config) *T, dec func(*decoder, *T) func(string, json.RawMessage), view func(T) any, check func(*decoder, string, T)) Key {
+	k := Key{
 		Name: name, Reload: r,
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) { return dec(d, f(c)) },
 		View:   func(c *Config) any { return view(*f(c)) },
 		Same:   func(a, b *Config) bool { return *f(a) == *f(b) },
 		Keep:   func(dst, src *Config) { *f(dst) = *f(src) },
 	}
+	if check != nil {
+		k.check = func(d *decoder, c *Config) { check(d, name, *f(c)) }
+	}
+	return k
 }
 
 // object is the Key of an object decoded by dec into the struct f points to.
-func object[T any](name string, r Reload, f func(*Config) *T, dec func(*decoder, string, json.RawMessage, *T), view func(*T) any) Key {
-	return Key{
+func object[T any](name string, r Reload, f func(*Config) *T, dec func(*decoder, string, json.RawMessage, *T), view func(*T) any, check func(*decoder, string, *T)) Key {
+	k := Key{
 		Name: name, Reload: r,
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
 			return func(p string, raw json.RawMessage) { dec(d, p, raw, f(c)) }
@@ -129,6 +140,10 @@ func object[T any](name string, r Reload, f func(*Config) *T, dec func(*decoder,
 		Same: func(a, b *Config) bool { return reflect.DeepEqual(*f(a), *f(b)) },
 		Keep: func(dst, src *Config) { *f(dst) = *f(src) },
 	}
+	if check != nil {
+		k.check = func(d *decoder, c *Config) { check(d, name, f(c)) }
+	}
+	return k
 }
 
 func plain[T any](v T) any         { return v }

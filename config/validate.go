@@ -13,80 +13,103 @@ import (
 	"time"
 )
 
+// validate checks a decoded configuration: each key by its own rules
+// (Key.check), then the rules across keys.
 func (d *decoder) validate(c *Config) {
-	d.port("port", c.Port)
-	d.port("admin_port", c.AdminPort)
-	d.bindAddr("bind", c.Bind)
-	d.bindAddr("admin_bind", c.AdminBind)
+	for _, k := range Keys {
+		if k.check != nil {
+			k.check(d, c)
+		}
+	}
 	if c.Port == c.AdminPort {
 		d.fail("admin_port", "must differ from port (%d)", c.Port)
 	}
 	d.adminToken(c)
-	if c.AccessLog == "" {
-		d.fail("access_log", `must be "off", "stderr" or a file path`)
+}
+
+// between is the check of an integer that must be lo..hi.
+func between(lo, hi int) func(*decoder, string, int) {
+	return func(d *decoder, path string, v int) {
+		if v < lo || v > hi {
+			d.fail(path, "must be %d..%d, not %d", lo, hi, v)
+		}
 	}
-	if !slices.Contains(Strategies, c.Strategy) {
-		d.fail("strategy", "unknown strategy %q (use %q, %q or %q)", c.Strategy,
-			StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo)
+}
+
+func (d *decoder) strategy(path, s string) {
+	if !slices.Contains(Strategies, s) {
+		d.fail(path, "unknown strategy %q (use %q, %q or %q)", s, StrategyRoundRobin, StrategyLeastConn, StrategyRandomTwo)
 	}
-	d.positive("backend_timeout", c.BackendTimeout)
-	d.positive("connect_timeout", c.ConnectTimeout)
-	d.positive("client_read_timeout", c.ClientReadTimeout)
-	d.positive("client_idle_timeout", c.ClientIdleTimeout)
-	d.positive("health_check_frequency", c.HealthCheckFrequency)
-	d.positive("health_check.timeout", c.HealthCheck.Timeout)
-	if c.Retries < 0 || c.Retries > MaxRetries {
-		d.fail("retries", "must be 0..%d, not %d", MaxRetries, c.Retries)
+}
+
+func (d *decoder) headerBytes(path string, n int) {
+	if n < 1<<10 || n > 1<<20 {
+		d.fail(path, "must be between 1KiB and 1MiB, not %d bytes", n)
 	}
-	if c.MaxClientConns < 1 || c.MaxClientConns > 10_000_000 {
-		d.fail("max_client_conns", "must be 1..10000000, not %d", c.MaxClientConns)
+}
+
+func (d *decoder) requestBody(path string, n int) {
+	if n < 1 {
+		d.fail(path, "must be at least 1 byte")
 	}
-	if c.MaxHeaderBytes < 1<<10 || c.MaxHeaderBytes > 1<<20 {
-		d.fail("max_header_bytes", "must be between 1KiB and 1MiB, not %d bytes", c.MaxHeaderBytes)
-	}
-	if c.MaxRequestBody < 1 {
-		d.fail("max_request_body", "must be at least 1 byte")
-	}
-	switch c.HealthCheckMethod {
+}
+
+func (d *decoder) checkMethod(path, m string) {
+	switch m {
 	case CheckTCP, CheckHTTP:
 	default:
-		d.fail("health_check_method", "unknown method %q (use %q or %q)", c.HealthCheckMethod, CheckTCP, CheckHTTP)
+		d.fail(path, "unknown method %q (use %q or %q)", m, CheckTCP, CheckHTTP)
 	}
-	hc := &c.HealthCheck
+}
+
+func (d *decoder) logLevel(path, l string) {
+	switch l {
+	case "debug", "info", "warn", "error":
+	default:
+		d.fail(path, "unknown level %q (use debug, info, warn or error)", l)
+	}
+}
+
+func (d *decoder) accessLog(path, s string) {
+	if s == "" {
+		d.fail(path, `must be "off", "stderr" or a file path`)
+	}
+}
+
+func (d *decoder) checkHealth(path string, hc *HealthCheck) {
+	d.positive(path+".timeout", hc.Timeout)
 	if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n") {
-		d.fail("health_check.path", "must be a request path starting with \"/\", not %q", hc.Path)
+		d.fail(path+".path", "must be a request path starting with \"/\", not %q", hc.Path)
 	}
 	if r, err := parseStatusRanges(hc.ExpectStatus); err != nil {
-		d.fail("health_check.expect_status", "%v", err)
+		d.fail(path+".expect_status", "%v", err)
 	} else {
 		hc.Expect = r
 	}
 	if hc.Rise < 1 || hc.Rise > 100 {
-		d.fail("health_check.rise", "must be 1..100, not %d", hc.Rise)
+		d.fail(path+".rise", "must be 1..100, not %d", hc.Rise)
 	}
 	if hc.Fall < 1 || hc.Fall > 100 {
-		d.fail("health_check.fall", "must be 1..100, not %d", hc.Fall)
+		d.fail(path+".fall", "must be 1..100, not %d", hc.Fall)
 	}
-	d.sticky(&c.Sticky)
-	d.tls(c)
-	o := &c.Outlier
+}
+
+func (d *decoder) checkOutlier(path string, o *Outlier) {
 	if o.Consecutive5xx < 0 || o.Consecutive5xx > 1000 {
-		d.fail("outlier.consecutive_5xx", "must be 0 (off) to 1000, not %d", o.Consecutive5xx)
+		d.fail(path+".consecutive_5xx", "must be 0 (off) to 1000, not %d", o.Consecutive5xx)
 	}
 	if o.ConsecutiveGatewayErrors < 0 || o.ConsecutiveGatewayErrors > 1000 {
-		d.fail("outlier.consecutive_gateway_errors", "must be 0 (off) to 1000, not %d", o.ConsecutiveGatewayErrors)
+		d.fail(path+".consecutive_gateway_errors", "must be 0 (off) to 1000, not %d", o.ConsecutiveGatewayErrors)
 	}
-	d.positive("outlier.interval", o.Interval)
-	d.positive("outlier.base_ejection_time", o.BaseEjectionTime)
+	d.positive(path+".interval", o.Interval)
+	d.positive(path+".base_ejection_time", o.BaseEjectionTime)
 	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
-		d.fail("outlier.max_ejection_percent", "must be 0..100, not %d", o.MaxEjectionPercent)
+		d.fail(path+".max_ejection_percent", "must be 0..100, not %d", o.MaxEjectionPercent)
 	}
+}
 
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		d.fail("log_level", "unknown level %q (use debug, info, warn or error)", c.LogLevel)
-	}
+// checkBackends checks every backend, and that no two share an id.
+func (d *decoder) checkBackends(c *Config) {
 	ids := make(map[string]int, len(c.Backends))
 	for i := range c.Backends {
 		b := &c.Backends[i]
@@ -128,7 +151,7 @@ func (d *decoder) checkBackend(path string, b *Backend) bool {
 	return true
 }
 
-func (d *decoder) sticky(st *Sticky) {
+func (d *decoder) sticky(_ string, st *Sticky) {
 	switch st.Mode {
 	case StickyOff, StickyIP, StickyCookie:
 	case StickyHeader:

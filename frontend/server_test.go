@@ -74,7 +74,7 @@ func startServer(t *testing.T, mutate func(*config.Config), tlsCfg *tls.Config) 
 	}
 	ts := &testServer{logs: &syncBuffer{}, panics: metrics.NewSet().NewCounter("fastlb_panics_total")}
 	o := FromConfig(cfg)
-	o.Logger = slog.New(slog.NewTextHandler(ts.logs, nil))
+	o.Logger = slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o.Panics = ts.panics
 	var hijacked bool
 	ts.Server = New(handler(&hijacked), o)
@@ -341,5 +341,44 @@ func TestQuietConnectionParksAtOnce(t *testing.T) {
 	request("back to back")
 	if parkedWithin(after / 2) {
 		t.Fatal("parked at once after a short wait")
+	}
+}
+
+// TestMemoryReturnedAfterBurst: once a burst of connections served at once
+// has gone idle, the server returns freed memory to the system; a burst of
+// fewer than releaseAfter connections does not make it.
+func TestMemoryReturnedAfterBurst(t *testing.T) {
+	for _, tc := range []struct {
+		conns   int
+		returns bool
+	}{
+		{releaseAfter / 4, false},
+		{releaseAfter + 100, true},
+	} {
+		ts := startServer(t, nil, nil)
+		conns := make([]*client, tc.conns)
+		for i := range conns {
+			conns[i] = ts.dial(t)
+		}
+		for _, c := range conns {
+			if _, err := io.WriteString(c.c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range conns {
+			c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(c.r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		returned := func() bool { return strings.Contains(ts.logs.String(), "returned freed memory to the system") }
+		if tc.returns {
+			waitFor(t, "memory to be returned after the burst", returned)
+		} else if time.Sleep(2 * releaseEvery); returned() {
+			t.Errorf("memory returned after a burst of %d connections", tc.conns)
+		}
 	}
 }

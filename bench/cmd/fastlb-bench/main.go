@@ -32,6 +32,7 @@ func main() {
 	flag.StringVar(&o.targets, "targets", "direct,fastlb,haproxy,nginx", "targets to measure")
 	flag.DurationVar(&o.duration, "duration", 0, "measurement per target, split over the rounds (default 12s, 3s with -quick)")
 	flag.IntVar(&o.rounds, "rounds", 0, "rounds per scenario, each loading every target in turn; figures are the rounds' medians (default 8, 3 with -quick)")
+	flag.StringVar(&o.unit, "unit", "deploy/fastlb.service", "systemd unit whose Environment= settings fastlb runs with, as installed (\"\" for none)")
 	flag.StringVar(&o.base, "base", "", "another fastlb binary, measured as target fastlb-base beside fastlb (to compare two builds in one run)")
 	flag.Parse()
 	if o.base != "" && !strings.Contains(o.targets, "fastlb-base") {
@@ -50,6 +51,13 @@ func main() {
 		if o.quick {
 			o.duration = 3 * time.Second
 		}
+	}
+	if o.unit != "" {
+		env, err := unitEnvironment(o.unit)
+		if err != nil {
+			fatal(err)
+		}
+		o.unitEnv = env
 	}
 	work, err := os.MkdirTemp("", "fastlb-bench")
 	if err != nil {
@@ -76,6 +84,8 @@ func main() {
 type options struct {
 	bin, out, work, only, targets string
 	base                          string // another fastlb binary, or ""
+	unit                          string
+	unitEnv                       []string // the unit's Environment= settings
 	proxyCPU, rounds              int
 	quick                         bool
 	duration                      time.Duration
@@ -137,4 +147,21 @@ func optional(v float64, format string) string {
 		return "-"
 	}
 	return fmt.Sprintf(format, v)
+}
+
+// unitEnvironment returns the Environment= settings of the systemd unit at
+// path, so that fastlb is measured as the unit runs it. Only the plain
+// form is read: one NAME=value per line, unquoted.
+func unitEnvironment(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment="); ok {
+			env = append(env, strings.Fields(v)...)
+		}
+	}
+	return env, nil
 }

@@ -50,7 +50,8 @@ func (r *runner) startFastlb(sc scenario, ports []string, bin string, offset int
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err
 	}
-	cmd, err := r.start(r.proxyCPU, []string{"GOMAXPROCS=1"}, bin, "-config", path)
+	env := append([]string{"GOMAXPROCS=1"}, r.unitEnv...)
+	cmd, err := r.start(r.proxyCPU, env, bin, "-config", path)
 	return cmd, addr, err
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -124,5 +126,19 @@ func TestMarkdownCPURatio(t *testing.T) {
 		if n := strings.Count(l, "|"); n != 14 {
 			t.Errorf("row %q has %d cells, want 13", l, n-1)
 		}
+	}
+}
+
+// fastlb is measured with the environment its systemd unit gives it.
+func TestUnitEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "u.service")
+	os.WriteFile(path, []byte("[Service]\n# Environment=IGNORED=1\nEnvironment=A=1 B=2\n  Environment=C=3\nExecStart=/bin/true\n"), 0o600)
+	env, err := unitEnvironment(path)
+	if err != nil || strings.Join(env, " ") != "A=1 B=2 C=3" {
+		t.Errorf("unitEnvironment = %q, %v", env, err)
+	}
+	env, err = unitEnvironment("../../../deploy/fastlb.service")
+	if err != nil || !slices.Contains(env, "GODEBUG=schedtrace=2147483647") {
+		t.Errorf("the shipped unit's environment: %q, %v", env, err)
 	}
 }
