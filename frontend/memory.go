@@ -63,6 +63,12 @@ func (s *Server) releaseMemory(peak, busy, parked int64) bool {
 		return false
 	}
 	start := time.Now()
+	if s.opts.Returned != nil {
+		s.opts.Returned.Inc()
+	}
+	if s.opts.AfterBurst != nil {
+		s.opts.AfterBurst()
+	}
 	s.workers.sweep(true) // their stacks
 	// Twice: sync.Pool keeps what it held through one collection.
 	runtime.GC()

@@ -40,7 +40,14 @@ type Options struct {
 	ErrorHandler func(ctx *fasthttp.RequestCtx, err error)
 	// Panics counts the handler's recovered panics; nil counts nothing.
 	Panics *metrics.Counter
-	Logger *slog.Logger
+	// Returned counts the times memory was returned after a burst (see
+	// releaseAfter); nil counts nothing.
+	Returned *metrics.Counter
+	// AfterBurst, if set, is called when a burst has passed, before memory
+	// is returned: for what else the burst left behind (the backends' idle
+	// connections).
+	AfterBurst func()
+	Logger     *slog.Logger
 }
 
 // Server serves the connections of its listeners with one handler. Its

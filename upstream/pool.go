@@ -499,6 +499,14 @@ func (p *Pool) RequestFailed(b *Backend, connFailure, gatewayError bool, cause s
 	}
 }
 
+// CloseIdleConnections closes every backend's idle keep-alive connections:
+// after a burst, those it opened beyond what the traffic since needs.
+func (p *Pool) CloseIdleConnections() {
+	for _, b := range p.snap.Load().All {
+		b.Client.CloseIdleConnections()
+	}
+}
+
 // Close waits for removed backends' requests to finish, then closes the idle
 // connections of every backend.
 func (p *Pool) Close() {

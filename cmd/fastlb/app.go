@@ -223,6 +223,8 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	fopts := frontend.FromConfig(cfg)
 	fopts.ErrorHandler, fopts.Logger = proxy.ErrorHandler, logger
 	fopts.Panics = set.NewCounter("fastlb_panics_total")
+	fopts.Returned = set.NewCounter("fastlb_memory_returned_total")
+	fopts.AfterBurst = a.pool.CloseIdleConnections
 	a.servers = append(a.servers, frontend.New(plain, fopts))
 	if tlsLn != nil {
 		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, fopts))
