@@ -73,14 +73,12 @@ func (s *Server) park(c *conn) {
 	}
 	p.newest = c
 	s.parked.Add(1)
-	rearm := p.armed.IsZero()
-	if rearm {
+	if p.armed.IsZero() {
+		// Under the lock, as the watcher sets it: the last one set stands.
 		p.armed = s.idleDeadline(c)
-	}
-	p.mu.Unlock()
-	if rearm {
 		p.file.SetReadDeadline(p.armed) //nolint:errcheck // a file in Go's poller takes deadlines
 	}
+	p.mu.Unlock()
 }
 
 // unpark takes c out of the parked list; the caller holds p.mu.
@@ -160,7 +158,10 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 		} else {
 			p.armed = time.Time{}
 		}
-		closed, armed := p.closed, p.armed
+		closed := p.closed
+		if !closed && (err == nil || os.IsTimeout(err)) {
+			p.file.SetReadDeadline(p.armed) //nolint:errcheck // a file in Go's poller takes deadlines
+		}
 		p.mu.Unlock()
 		for _, c := range ready {
 			c.woken()
@@ -178,7 +179,6 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 			s.closeParked()
 			return
 		}
-		p.file.SetReadDeadline(armed) //nolint:errcheck // a file in Go's poller takes deadlines
 	}
 }
 
