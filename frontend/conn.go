@@ -54,11 +54,9 @@ type conn struct {
 	// request is read is armed by the next Read, if any: most requests are
 	// read whole with their first byte, and the read after it is the wait
 	// for the next request, which has a deadline of its own.
-	rd, wd        sock.LazyDeadline
-	readDeadline  time.Time
-	readPending   bool
-	waitingIdle   bool // the pending or armed read deadline is the wait for the next request
-	waitDeadlines bool // the deadline of that wait is armed with parkSlack
+	rd, wd       sock.LazyDeadline
+	readDeadline time.Time
+	readPending  bool
 }
 
 // tlsConn is a TLS client connection as fasthttp serves it: crypto/tls's,
