@@ -66,7 +66,7 @@ type Config struct {
 	QueueTimeout time.Duration
 
 	Retries        int // further attempts on another backend after a failed one
-	MaxClientConns int // concurrent client connections per listener; more are answered 503 and closed
+	MaxClientConns int // concurrent client connections per listener, 0 for no limit; more are answered 503 and closed
 	MaxHeaderBytes int // largest request header block accepted (431 above it)
 	MaxRequestBody int // largest request body accepted (413 above it)
 
@@ -205,7 +205,6 @@ func Defaults() *Config {
 		ShutdownTimeout:      30 * time.Second,
 		QueueTimeout:         time.Second,
 		Retries:              2,
-		MaxClientConns:       50000,
 		MaxHeaderBytes:       16 << 10,
 		MaxRequestBody:       64 << 20,
 		HealthCheckFrequency: 30 * time.Second,

@@ -177,7 +177,7 @@ func TestErrors(t *testing.T) {
 		{"shutdown type", `{"shutdown_timeout": true}`, []string{"shutdown_timeout: must be a duration string"}},
 		{"retries", `{"retries": 11}`, []string{"retries: must be 0..10, not 11"}},
 		{"retries negative", `{"retries": -1}`, []string{"retries: must be 0..10, not -1"}},
-		{"max_client_conns zero", `{"max_client_conns": 0}`, []string{"max_client_conns: must be 1..10000000, not 0"}},
+		{"max_client_conns negative", `{"max_client_conns": -1}`, []string{"max_client_conns: must be 0..10000000, not -1"}},
 		{"max_client_conns type", `{"max_client_conns": "many"}`, []string{"max_client_conns: must be an integer, not a string"}},
 		{"header size unit", `{"max_header_bytes": "16 furlongs"}`, []string{`max_header_bytes: invalid size "16 furlongs"`}},
 		{"header size small", `{"max_header_bytes": 100}`, []string{"max_header_bytes: must be between 1KiB and 1MiB, not 100 bytes"}},

@@ -67,7 +67,7 @@ var Keys = []Key{
 	scalar("shutdown_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ShutdownTimeout }, (*decoder).durationTo, duration, nil),
 	scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration, nil),
 	scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int], between(0, MaxRetries)),
-	scalar("max_client_conns", Restart, func(c *Config) *int { return &c.MaxClientConns }, (*decoder).intTo, plain[int], between(1, 10_000_000)),
+	scalar("max_client_conns", Restart, func(c *Config) *int { return &c.MaxClientConns }, (*decoder).intTo, plain[int], between(0, 10_000_000)),
 	scalar("max_header_bytes", Restart, func(c *Config) *int { return &c.MaxHeaderBytes }, (*decoder).sizeTo, plain[int], (*decoder).headerBytes),
 	scalar("max_request_body", Restart, func(c *Config) *int { return &c.MaxRequestBody }, (*decoder).sizeTo, plain[int], (*decoder).requestBody),
 	scalar("health_check_frequency", Reloadable, func(c *Config) *time.Duration { return &c.HealthCheckFrequency }, (*decoder).durationTo, duration, (*decoder).positive),

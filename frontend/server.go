@@ -30,7 +30,7 @@ import (
 
 // Options are a Server's limits and timeouts, from the configuration.
 type Options struct {
-	MaxConns       int           // max_client_conns: more are answered 503 and closed
+	MaxConns       int           // max_client_conns: more are answered 503 and closed; 0 for no limit
 	ParkIdleAfter  time.Duration // park_idle_after: 0 never parks
 	IdleTimeout    time.Duration // client_idle_timeout
 	ReadTimeout    time.Duration // client_read_timeout, also the time to write an answer
@@ -226,7 +226,7 @@ func (s *Server) serveListener(ln net.Listener, cfg *tls.Config) error {
 
 // admit serves a new connection, or refuses it if max_client_conns are open.
 func (s *Server) admit(nc net.Conn, cfg *tls.Config) {
-	if s.open.Add(1) > int64(s.opts.MaxConns) {
+	if n := s.open.Add(1); s.opts.MaxConns > 0 && n > int64(s.opts.MaxConns) {
 		s.open.Add(-1)
 		go refuse(nc, cfg)
 		return
