@@ -151,27 +151,27 @@ func (d *decoder) checkBackend(path string, b *Backend) bool {
 	return true
 }
 
-func (d *decoder) sticky(_ string, st *Sticky) {
+func (d *decoder) sticky(path string, st *Sticky) {
 	switch st.Mode {
 	case StickyOff, StickyIP, StickyCookie:
 	case StickyHeader:
 		if st.Header == "" {
-			d.fail("sticky.header", `must name a header when sticky.mode is "header"`)
+			d.fail(path+".header", `must name a header when sticky.mode is "header"`)
 		}
 	default:
-		d.fail("sticky.mode", "unknown mode %q (use %q, %q, %q or %q)", st.Mode, StickyOff, StickyIP, StickyHeader, StickyCookie)
+		d.fail(path+".mode", "unknown mode %q (use %q, %q, %q or %q)", st.Mode, StickyOff, StickyIP, StickyHeader, StickyCookie)
 	}
 	if st.Header != "" && !isToken(st.Header) {
-		d.fail("sticky.header", "%q is not a valid header name", st.Header)
+		d.fail(path+".header", "%q is not a valid header name", st.Header)
 	}
 	if !isToken(st.Cookie) {
-		d.fail("sticky.cookie", "%q is not a valid cookie name", st.Cookie)
+		d.fail(path+".cookie", "%q is not a valid cookie name", st.Cookie)
 	}
 	if st.CookieSecret != "" && len(st.CookieSecret) < 16 {
-		d.fail("sticky.cookie_secret", "must be at least 16 characters (or empty for a random one at each start)")
+		d.fail(path+".cookie_secret", "must be at least 16 characters (or empty for a random one at each start)")
 	}
 	if st.BalanceFactor != 0 && (st.BalanceFactor < 1 || st.BalanceFactor > 100) {
-		d.fail("sticky.balance_factor", "must be 0 (off) or between 1 and 100, such as 1.25; not %g", st.BalanceFactor)
+		d.fail(path+".balance_factor", "must be 0 (off) or between 1 and 100, such as 1.25; not %g", st.BalanceFactor)
 	}
 	st.Trusted = nil
 	for i, s := range st.TrustedProxies {
@@ -179,7 +179,7 @@ func (d *decoder) sticky(_ string, st *Sticky) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				d.fail(fmt.Sprintf("sticky.trusted_proxies[%d]", i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
+				d.fail(fmt.Sprintf("%s.trusted_proxies[%d]", path, i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
 				continue
 			}
 			p = netip.PrefixFrom(a, a.BitLen())

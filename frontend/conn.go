@@ -34,7 +34,7 @@ type conn struct {
 	state  atomic.Int32 // fasthttp's last report (connState), or stateClosed
 	closed atomic.Bool
 
-	idleSince time.Time // when the last answer was sent
+	idleSince time.Time // when the last answer was sent, as reckoned when the connection parks
 	answered  bool      // an answer was sent in this turn
 	quiet     uint8     // the waits for a request in a row that lasted park_idle_after, up to quietWaits
 	timedOut  bool      // the last Read ended at its deadline, having read nothing
@@ -173,6 +173,14 @@ func (c *conn) Close() error {
 		fasthttp.ConnState(c.state.Load()) == fasthttp.StateIdle {
 		c.timedOut = false
 		c.park = true
+		// The wait that ended lasted park_idle_after, or nothing for a
+		// quiet connection (see SetReadDeadline): the clock is read here,
+		// once per park, rather than at every answer.
+		waited := c.srv.parkAfter
+		if c.quiet >= quietWaits {
+			waited = 0
+		}
+		c.idleSince = time.Now().Add(-waited)
 		return nil
 	}
 	return c.close()

@@ -42,10 +42,12 @@ func (s *Server) park(c *conn) {
 		go s.waitParked(c)
 		return
 	}
-	fd := -1
-	if err := c.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		c.close() //nolint:errcheck // closed already
-		return
+	fd := c.fd // known once it has been in the set
+	if !c.inSet {
+		if err := c.Control(func(f uintptr) { fd = int(f) }); err != nil {
+			c.close() //nolint:errcheck // closed already
+			return
+		}
 	}
 	p.mu.Lock()
 	if p.closed {

@@ -75,11 +75,10 @@ type Server struct {
 	watching sync.Once
 	stop     chan struct{} // closed by ShutdownWithContext: watchMemory ends
 
-	mu         sync.Mutex
-	lns        []*listener
-	conns      map[*conn]struct{} // open and not hijacked
-	stopping   bool               // set by ShutdownWithContext once it closes idle connections
-	closedStop bool
+	mu       sync.Mutex
+	lns      []*listener
+	conns    map[*conn]struct{} // open and not hijacked
+	stopping bool               // set by ShutdownWithContext once it closes idle connections
 }
 
 // New returns a server that answers requests with handler.
@@ -182,7 +181,7 @@ func (s *Server) connState(nc net.Conn, state fasthttp.ConnState) {
 		}
 		c.state.Store(int32(state))
 	case fasthttp.StateIdle:
-		c.idleSince, c.answered = time.Now(), true
+		c.answered = true
 		c.state.Store(int32(state))
 	case fasthttp.StateHijacked:
 		s.mu.Lock()
@@ -296,11 +295,10 @@ const drainIdle = time.Second
 // connections are not waited for: they are their tunnels'.
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	s.mu.Lock()
-	s.draining.Store(true)
+	first := !s.draining.Swap(true)
 	lns := s.lns
 	s.lns = nil
-	if !s.closedStop {
-		s.closedStop = true
+	if first {
 		close(s.stop)
 	}
 	s.mu.Unlock()

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"fastlb/internal/header"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 
 	"fastlb/balancer"
 	"fastlb/config"
+	"fastlb/internal/header"
 	"fastlb/testbackends"
 	"fastlb/upstream"
 )

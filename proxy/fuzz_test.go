@@ -3,13 +3,14 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"fastlb/internal/header"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/internal/header"
 )
 
 // FuzzRewrite feeds arbitrary header lines through the request checks and

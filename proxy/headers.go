@@ -2,10 +2,11 @@ package proxy
 
 import (
 	"crypto/rand"
-	"fastlb/internal/header"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/internal/header"
 )
 
 var (

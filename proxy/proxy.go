@@ -5,7 +5,6 @@ package proxy
 
 import (
 	"errors"
-	"fastlb/internal/header"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 
 	"fastlb/balancer"
 	"fastlb/config"
+	"fastlb/internal/header"
 	"fastlb/upstream"
 )
 

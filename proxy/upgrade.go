@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"fastlb/internal/header"
 	"io"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"fastlb/internal/header"
 	"fastlb/upstream"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fastlb/internal/header"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"fastlb/internal/header"
 )
 
 // StreamThreshold is the largest body fastlb holds in memory. A response
@@ -92,13 +93,13 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, ErrFull
 	}
 	// Writing a streamed body consumes it: decide before the first attempt.
-	resendable, idempotent := !req.IsBodyStream(), Idempotent(req)
+	resendable := !req.IsBodyStream()
 	for attempt := 0; ; attempt++ {
 		streaming, err := t.roundTrip(hc, req, resp)
 		if stale := staleOf(err); stale != nil {
 			t.b.staleConns.Add(1)
 			hc.CloseIdleConnections()
-			if attempt < maxStaleRetries && resendable && (!stale.sent || idempotent) {
+			if attempt < maxStaleRetries && resendable && (!stale.sent || Idempotent(req)) {
 				continue
 			}
 		}
@@ -177,7 +178,7 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		pacer.Pace(conn, writeTimeout)
 	}
 	// Body reads a body held in memory; a streamed one is never read here.
-	body := streamed || req.IsBodyStream() || len(req.Body()) > 0
+	body := req.IsBodyStream() || len(req.Body()) > 0
 	bw := t.opts.writer(conn, body)
 	err = req.Write(bw)
 	if err == nil {
