@@ -9,6 +9,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -49,10 +50,6 @@ type Config struct {
 	AdminTokenFile string
 	AdminPersist   bool // write admin API changes back to the configuration file
 
-	Strategy string // one of the Strategy* constants
-
-	BackendTimeout    time.Duration // limit for a whole proxied request to one backend
-	ConnectTimeout    time.Duration // limit for opening a connection to a backend
 	ClientReadTimeout time.Duration // limit for reading a client's request
 	ClientIdleTimeout time.Duration // how long an idle keep-alive client connection is kept
 	// ParkIdleAfter is how long a plain keep-alive client connection waits
@@ -60,36 +57,116 @@ type Config struct {
 	// before it gives them back and waits parked; 0: never parked.
 	ParkIdleAfter   time.Duration
 	ShutdownTimeout time.Duration // how long graceful shutdown waits for in-flight requests
-	// QueueTimeout is how long a request waits for room while every
-	// backend it may go to is at max_conns, before it is answered 503;
-	// 0: not at all.
-	QueueTimeout time.Duration
 
-	Retries        int // further attempts on another backend after a failed one
 	MaxClientConns int // concurrent client connections per listener, 0 for no limit; more are answered 503 and closed
 	MaxHeaderBytes int // largest request header block accepted (431 above it)
 	MaxRequestBody int // largest request body accepted (413 above it)
-
-	HealthCheckFrequency time.Duration
-	HealthCheckMethod    string // CheckTCP or CheckHTTP
-	HealthCheck          HealthCheck
-
-	Sticky Sticky
 
 	// TLS is nil when the file has no "tls" object: no HTTPS listener.
 	TLS        *TLS
 	BackendTLS BackendTLS
 
+	LogLevel  string // debug, info, warn or error
+	AccessLog string // "off", "stderr" or a file path
+
+	// Pool is the pool named "default": the top-level backends and the
+	// keys every other pool inherits from.
+	Pool
+	// Pools are the named pools, in file order.
+	Pools []Pool
+	// Routes send requests to pools, in file order (which does not decide
+	// which route wins: see the SPEC's section 7).
+	Routes []Route
+}
+
+// DefaultPool names the pool of the top-level backends.
+const DefaultPool = "default"
+
+// Pool is a set of backends and how requests are balanced over them: the
+// top level's ("default") or one of "pools". Any key a named pool leaves
+// out takes the top level's value (within an object, key by key).
+type Pool struct {
+	Name     string
+	Strategy string // one of the Strategy* constants
+
+	BackendTimeout time.Duration // limit for a whole proxied request to one backend
+	ConnectTimeout time.Duration // limit for opening a connection to a backend
+	// QueueTimeout is how long a request waits for room while every
+	// backend it may go to is at max_conns, before it is answered 503;
+	// 0: not at all.
+	QueueTimeout time.Duration
+	Retries      int // further attempts on another backend after a failed one
+
+	HealthCheckFrequency time.Duration
+	HealthCheckMethod    string // CheckTCP or CheckHTTP
+	HealthCheck          HealthCheck
+
+	Sticky  Sticky
 	Outlier Outlier
 	// SlowStart is how long a backend that comes back (healthy again,
 	// ejection over, added, or out of maint) takes to ramp up to its full
 	// weight; 0: at once.
 	SlowStart time.Duration
 
-	LogLevel  string // debug, info, warn or error
-	AccessLog string // "off", "stderr" or a file path
-
 	Backends []Backend
+}
+
+// AllPools returns the default pool, then the named pools in file order.
+func (c *Config) AllPools() []*Pool {
+	out := make([]*Pool, 0, 1+len(c.Pools))
+	out = append(out, &c.Pool)
+	for i := range c.Pools {
+		out = append(out, &c.Pools[i])
+	}
+	return out
+}
+
+// PoolNamed returns the pool of that name, or nil.
+func (c *Config) PoolNamed(name string) *Pool {
+	if name == DefaultPool {
+		return &c.Pool
+	}
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}
+
+// Route sends the requests it matches to a pool, rewriting them on the way.
+type Route struct {
+	// Name labels the route in metrics and logs; empty: its index in
+	// "routes", in decimal (see Label).
+	Name string
+	// Host is "" (any host), a lower-case name, or a wildcard "*.suffix".
+	Host string
+	// PathPrefix is "" (any path) or a prefix starting with "/", matched
+	// byte for byte against the raw path.
+	PathPrefix  string
+	Pool        string
+	StripPrefix bool // remove PathPrefix from the path sent to the backend
+	// SetRequestHeaders and SetResponseHeaders set headers, in file
+	// order; RemoveRequestHeaders removes them. Names are canonical.
+	SetRequestHeaders    []HeaderValue
+	RemoveRequestHeaders []string
+	SetResponseHeaders   []HeaderValue
+
+	index int
+}
+
+// Label is what names the route in metrics and logs: its name, else its
+// index in "routes".
+func (r *Route) Label() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return strconv.Itoa(r.index)
+}
+
+// HeaderValue is one header a route sets.
+type HeaderValue struct {
+	Name, Value string
 }
 
 // Sticky modes accepted by "sticky.mode".
@@ -191,22 +268,27 @@ type Backend struct {
 
 // Defaults returns a Config holding every default of the SPEC and no backends.
 func Defaults() *Config {
-	return &Config{
-		Port:                 8080,
-		Bind:                 "0.0.0.0",
-		AdminPort:            8081,
-		AdminBind:            "127.0.0.1",
+	c := &Config{
+		Port:              8080,
+		Bind:              "0.0.0.0",
+		AdminPort:         8081,
+		AdminBind:         "127.0.0.1",
+		ClientReadTimeout: 30 * time.Second,
+		ClientIdleTimeout: 120 * time.Second,
+		ParkIdleAfter:     100 * time.Millisecond,
+		ShutdownTimeout:   30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		MaxRequestBody:    64 << 20,
+		LogLevel:          "info",
+		AccessLog:         "off",
+	}
+	c.Pool = Pool{
+		Name:                 DefaultPool,
 		Strategy:             StrategyRoundRobin,
 		BackendTimeout:       10 * time.Second,
 		ConnectTimeout:       2 * time.Second,
-		ClientReadTimeout:    30 * time.Second,
-		ClientIdleTimeout:    120 * time.Second,
-		ParkIdleAfter:        100 * time.Millisecond,
-		ShutdownTimeout:      30 * time.Second,
 		QueueTimeout:         time.Second,
 		Retries:              2,
-		MaxHeaderBytes:       16 << 10,
-		MaxRequestBody:       64 << 20,
 		HealthCheckFrequency: 30 * time.Second,
 		HealthCheckMethod:    CheckTCP,
 		HealthCheck: HealthCheck{
@@ -220,7 +302,6 @@ func Defaults() *Config {
 		Sticky: Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
 		Outlier: Outlier{Consecutive5xx: 5, ConsecutiveGatewayErrors: 3, Interval: 10 * time.Second,
 			BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50},
-		LogLevel:  "info",
-		AccessLog: "off",
 	}
+	return c
 }

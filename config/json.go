@@ -83,6 +83,9 @@ func position(data []byte, off int) (line, col int) {
 type decoder struct {
 	problems []Problem
 	decoded  int // problems found while decoding; validation does not repeat them
+
+	pools    []member          // the members of "pools", resolved once the top level is decoded
+	poolKeys []map[string]bool // for each of Config.Pools, the keys it sets
 }
 
 func (d *decoder) fail(path, format string, args ...any) {

@@ -40,10 +40,15 @@ type Key struct {
 	// certificates).
 	Keep func(dst, src *Config)
 
+	// PerPool tells that a pool of "pools" may set the key too; the
+	// value in c's embedded Pool is then that pool's.
+	PerPool bool
+
 	decode func(d *decoder, c *Config) func(path string, raw json.RawMessage)
-	// check reports what is wrong with the key's value, once decoded;
-	// nil: nothing beyond its type. Rules across keys are validate's.
-	check func(d *decoder, c *Config)
+	// check reports what is wrong with the key's value, once decoded, at
+	// path (the key's name, or "pools.NAME.key"); nil: nothing beyond its
+	// type. Rules across keys are validate's.
+	check func(d *decoder, c *Config, path string)
 }
 
 // Redacted stands for a secret in the configuration view.
@@ -58,22 +63,22 @@ var Keys = []Key{
 	scalar("admin_token", Reloadable, func(c *Config) *string { return &c.AdminToken }, (*decoder).stringTo, secret, nil),
 	scalar("admin_token_file", Reloadable, func(c *Config) *string { return &c.AdminTokenFile }, (*decoder).stringTo, plain[string], nil),
 	scalar("admin_persist", Reloadable, func(c *Config) *bool { return &c.AdminPersist }, (*decoder).boolTo, plain[bool], nil),
-	scalar("strategy", Reloadable, func(c *Config) *string { return &c.Strategy }, (*decoder).stringTo, plain[string], (*decoder).strategy),
-	scalar("backend_timeout", Reloadable, func(c *Config) *time.Duration { return &c.BackendTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
-	scalar("connect_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ConnectTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
+	perPool(scalar("strategy", Reloadable, func(c *Config) *string { return &c.Strategy }, (*decoder).stringTo, plain[string], (*decoder).strategy)),
+	perPool(scalar("backend_timeout", Reloadable, func(c *Config) *time.Duration { return &c.BackendTimeout }, (*decoder).durationTo, duration, (*decoder).positive)),
+	perPool(scalar("connect_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ConnectTimeout }, (*decoder).durationTo, duration, (*decoder).positive)),
 	scalar("client_read_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientReadTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
 	scalar("client_idle_timeout", Restart, func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, (*decoder).durationTo, duration, (*decoder).positive),
 	scalar("park_idle_after", Restart, func(c *Config) *time.Duration { return &c.ParkIdleAfter }, (*decoder).durationTo, duration, nil),
 	scalar("shutdown_timeout", Reloadable, func(c *Config) *time.Duration { return &c.ShutdownTimeout }, (*decoder).durationTo, duration, nil),
-	scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration, nil),
-	scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int], between(0, MaxRetries)),
+	perPool(scalar("queue_timeout", Reloadable, func(c *Config) *time.Duration { return &c.QueueTimeout }, (*decoder).durationTo, duration, nil)),
+	perPool(scalar("retries", Reloadable, func(c *Config) *int { return &c.Retries }, (*decoder).intTo, plain[int], between(0, MaxRetries))),
 	scalar("max_client_conns", Restart, func(c *Config) *int { return &c.MaxClientConns }, (*decoder).intTo, plain[int], between(0, 10_000_000)),
 	scalar("max_header_bytes", Restart, func(c *Config) *int { return &c.MaxHeaderBytes }, (*decoder).sizeTo, plain[int], (*decoder).headerBytes),
 	scalar("max_request_body", Restart, func(c *Config) *int { return &c.MaxRequestBody }, (*decoder).sizeTo, plain[int], (*decoder).requestBody),
-	scalar("health_check_frequency", Reloadable, func(c *Config) *time.Duration { return &c.HealthCheckFrequency }, (*decoder).durationTo, duration, (*decoder).positive),
-	scalar("health_check_method", Reloadable, func(c *Config) *string { return &c.HealthCheckMethod }, (*decoder).stringTo, plain[string], (*decoder).checkMethod),
-	object("health_check", Reloadable, func(c *Config) *HealthCheck { return &c.HealthCheck }, (*decoder).healthCheck, viewHealthCheck, (*decoder).checkHealth),
-	object("sticky", Reloadable, func(c *Config) *Sticky { return &c.Sticky }, (*decoder).stickyObject, viewSticky, (*decoder).sticky),
+	perPool(scalar("health_check_frequency", Reloadable, func(c *Config) *time.Duration { return &c.HealthCheckFrequency }, (*decoder).durationTo, duration, (*decoder).positive)),
+	perPool(scalar("health_check_method", Reloadable, func(c *Config) *string { return &c.HealthCheckMethod }, (*decoder).stringTo, plain[string], (*decoder).checkMethod)),
+	perPool(object("health_check", Reloadable, func(c *Config) *HealthCheck { return &c.HealthCheck }, (*decoder).healthCheck, viewHealthCheck, (*decoder).checkHealth)),
+	perPool(object("sticky", Reloadable, func(c *Config) *Sticky { return &c.Sticky }, (*decoder).stickyObject, viewSticky, (*decoder).sticky)),
 	{
 		Name: "tls", Reload: Restart,
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
@@ -82,25 +87,50 @@ var Keys = []Key{
 		View:  func(c *Config) any { return viewTLS(c.TLS) },
 		Same:  func(a, b *Config) bool { return sameListener(a.TLS, b.TLS) },
 		Keep:  keepListener,
-		check: (*decoder).tls,
+		check: func(d *decoder, c *Config, _ string) { d.tls(c) },
 	},
 	object("backend_tls", Restart, func(c *Config) *BackendTLS { return &c.BackendTLS }, (*decoder).backendTLS, viewBackendTLS, nil),
-	object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier, (*decoder).checkOutlier),
-	scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration, nil),
+	perPool(object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier, (*decoder).checkOutlier)),
+	perPool(scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration, nil)),
 	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string], (*decoder).logLevel),
 	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string], (*decoder).accessLog),
 	{
 		// A reload applies the file's backends to the pool, which reports
 		// what changed on its own (upstream.Diff).
-		Name: "backends", Reload: Reloadable,
+		Name: "backends", Reload: Reloadable, PerPool: true,
 		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
 			return func(p string, raw json.RawMessage) { c.Backends = d.backends(p, raw) }
 		},
 		View:  func(c *Config) any { return ViewBackends(c.Backends) },
 		Same:  func(a, b *Config) bool { return slices.Equal(a.Backends, b.Backends) },
 		Keep:  func(dst, src *Config) { dst.Backends = src.Backends },
-		check: (*decoder).checkBackends,
+		check: func(d *decoder, c *Config, path string) { d.checkBackends(path, c.Backends) },
 	},
+	{
+		// Pools that stay keep their backends' state; a reload reports
+		// each pool's changes (adminapi.ReloadResult).
+		Name: "pools", Reload: Reloadable,
+		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
+			return func(p string, raw json.RawMessage) { d.pools = d.object(p, raw) }
+		},
+		// View: viewPools, set by init (it reads Keys).
+		Same: func(a, b *Config) bool { return reflect.DeepEqual(a.Pools, b.Pools) },
+		Keep: func(dst, src *Config) { dst.Pools = src.Pools },
+	},
+	{
+		Name: "routes", Reload: Reloadable,
+		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
+			return func(p string, raw json.RawMessage) { c.Routes = d.routes(p, raw) }
+		},
+		View:  func(c *Config) any { return ViewRoutes(c.Routes) },
+		Same:  func(a, b *Config) bool { return reflect.DeepEqual(a.Routes, b.Routes) },
+		Keep:  func(dst, src *Config) { dst.Routes = src.Routes },
+		check: func(d *decoder, c *Config, _ string) { d.checkRoutes(c) },
+	},
+}
+
+func init() {
+	Keys[slices.IndexFunc(Keys, func(k Key) bool { return k.Name == "pools" })].View = viewPools
 }
 
 // View is the whole configuration c as GET /api/v1/config shows it: every
@@ -124,8 +154,14 @@ func scalar[T comparable](name string, r Reload, f func(*Config) *T, dec func(*d
 		Keep:   func(dst, src *Config) { *f(dst) = *f(src) },
 	}
 	if check != nil {
-		k.check = func(d *decoder, c *Config) { check(d, name, *f(c)) }
+		k.check = func(d *decoder, c *Config, path string) { check(d, path, *f(c)) }
 	}
+	return k
+}
+
+// perPool marks k as a key a pool may set.
+func perPool(k Key) Key {
+	k.PerPool = true
 	return k
 }
 
@@ -141,7 +177,7 @@ func object[T any](name string, r Reload, f func(*Config) *T, dec func(*decoder,
 		Keep: func(dst, src *Config) { *f(dst) = *f(src) },
 	}
 	if check != nil {
-		k.check = func(d *decoder, c *Config) { check(d, name, f(c)) }
+		k.check = func(d *decoder, c *Config, path string) { check(d, path, f(c)) }
 	}
 	return k
 }

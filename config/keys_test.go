@@ -30,7 +30,15 @@ const everyKey = `{
               "max_ejection_percent": 34},
   "slow_start": "6s",
   "log_level": "debug", "access_log": "stderr",
-  "backends": ["http://a:1", {"url": "http://b:2", "weight": 3, "id": "big", "max_conns": 5, "state": "drain"}]
+  "backends": ["http://a:1", {"url": "http://b:2", "weight": 3, "id": "big", "max_conns": 5, "state": "drain"}],
+  "pools": {"api": {"strategy": "random-two", "backends": ["http://c:3"], "health_check": {"path": "/up"},
+                    "sticky": {"mode": "header", "header": "X-U"}}},
+  "routes": [
+    {"name": "api", "host": "API.example.com", "path_prefix": "/v1/", "pool": "api", "strip_prefix": true,
+     "set_request_headers": {"x-b": "1", "X-A": "2"}, "remove_request_headers": ["x-debug"],
+     "set_response_headers": {"Strict-Transport-Security": "max-age=1"}},
+    {"host": "*.shop.example", "pool": "default"}
+  ]
 }`
 
 // TestViewRoundTrip: the configuration view holds every key of Keys, and
@@ -59,6 +67,7 @@ func TestViewRoundTrip(t *testing.T) {
 	// what was in force.
 	view["admin_token"] = want.AdminToken
 	view["sticky"].(map[string]any)["cookie_secret"] = want.Sticky.CookieSecret
+	view["pools"].(map[string]any)["api"].(map[string]any)["sticky"].(map[string]any)["cookie_secret"] = want.Sticky.CookieSecret
 	data, err := json.Marshal(view)
 	if err != nil {
 		t.Fatal(err)

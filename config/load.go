@@ -35,6 +35,7 @@ func Parse(data []byte) (*Config, error) {
 	top := d.object("", json.RawMessage(data))
 	if top != nil {
 		d.fill(cfg, top)
+		d.resolvePools(cfg)
 		d.decoded = len(d.problems)
 		d.validate(cfg)
 	}

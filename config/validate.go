@@ -18,9 +18,10 @@ import (
 func (d *decoder) validate(c *Config) {
 	for _, k := range Keys {
 		if k.check != nil {
-			k.check(d, c)
+			k.check(d, c, k.Name)
 		}
 	}
+	d.checkPools(c)
 	if c.Port == c.AdminPort {
 		d.fail("admin_port", "must differ from port (%d)", c.Port)
 	}
@@ -108,17 +109,18 @@ func (d *decoder) checkOutlier(path string, o *Outlier) {
 	}
 }
 
-// checkBackends checks every backend, and that no two share an id.
-func (d *decoder) checkBackends(c *Config) {
-	ids := make(map[string]int, len(c.Backends))
-	for i := range c.Backends {
-		b := &c.Backends[i]
-		p := fmt.Sprintf("backends[%d]", i)
+// checkBackends checks every backend of a pool (at path), and that no two
+// share an id.
+func (d *decoder) checkBackends(path string, backends []Backend) {
+	ids := make(map[string]int, len(backends))
+	for i := range backends {
+		b := &backends[i]
+		p := fmt.Sprintf("%s[%d]", path, i)
 		if !d.checkBackend(p, b) {
 			continue
 		}
 		if j, dup := ids[b.ID]; dup {
-			d.fail(p+".id", "duplicate id %q (also backends[%d]; give each backend its own \"id\")", b.ID, j)
+			d.fail(p+".id", "duplicate id %q (also %s[%d]; give each backend its own \"id\")", b.ID, path, j)
 		} else {
 			ids[b.ID] = i
 		}
