@@ -24,6 +24,7 @@ import (
 
 	"fastlb/config"
 	"fastlb/internal/slogf"
+	"fastlb/routing"
 	"fastlb/upstream"
 )
 
@@ -31,6 +32,9 @@ import (
 type Runtime interface {
 	// Config is the configuration in force.
 	Config() *config.Config
+	// Pools are the pools in force: the default pool first, then the
+	// others in the order of the configuration.
+	Pools() []*upstream.Pool
 	// Reload re-reads the configuration file and applies it, as SIGHUP does.
 	Reload() (*ReloadResult, error)
 	// Exclusive runs fn while no reload runs, and no other fn: a change of
@@ -41,7 +45,11 @@ type Runtime interface {
 
 // ReloadResult tells what a reload changed.
 type ReloadResult struct {
+	// Backends is what changed of the default pool's backends.
 	Backends upstream.Diff `json:"backends"`
+	// Pools is what changed of the other pools' backends, by pool: a pool
+	// added lists all its backends as added, one removed as removed.
+	Pools map[string]upstream.Diff `json:"pools"`
 	// Applied names the settings whose new values are in force.
 	Applied []string `json:"applied"`
 	// RestartRequired names changed settings that take effect only after a
@@ -51,7 +59,6 @@ type ReloadResult struct {
 
 // Options configure the admin API.
 type Options struct {
-	Pool       *upstream.Pool
 	Runtime    Runtime
 	ConfigPath string       // the file admin_persist writes back to
 	Metrics    *metrics.Set // fastlb's own metrics; the pool's and Go's are added
@@ -94,11 +101,17 @@ func New(opts Options) *API {
 	r.GET("/metrics", a.auth(a.metrics))
 	v1 := r.Group("/api/v1")
 	v1.GET("/status", a.auth(a.status))
-	v1.GET("/backends", a.auth(a.listBackends))
-	v1.POST("/backends", a.auth(a.addBackend))
-	v1.GET("/backends/{id}", a.auth(a.getBackend))
-	v1.PATCH("/backends/{id}", a.auth(a.patchBackend))
-	v1.DELETE("/backends/{id}", a.auth(a.deleteBackend))
+	// The default pool's backends, and every pool's under its name.
+	for _, prefix := range []string{"", "/pools/{pool}"} {
+		v1.GET(prefix+"/backends", a.auth(a.listBackends))
+		v1.POST(prefix+"/backends", a.auth(a.addBackend))
+		v1.GET(prefix+"/backends/{id}", a.auth(a.getBackend))
+		v1.PATCH(prefix+"/backends/{id}", a.auth(a.patchBackend))
+		v1.DELETE(prefix+"/backends/{id}", a.auth(a.deleteBackend))
+	}
+	v1.GET("/pools", a.auth(a.listPools))
+	v1.GET("/pools/{pool}", a.auth(a.getPool))
+	v1.GET("/routes", a.auth(a.listRoutes))
 	v1.GET("/config", a.auth(a.config))
 	v1.POST("/reload", a.auth(a.reload))
 	r.GET("/debug/pprof/{profile:*}", a.auth(pprofhandler.PprofHandler))
@@ -217,7 +230,7 @@ func (a *API) metrics(ctx *fasthttp.RequestCtx) {
 	if a.opts.Metrics != nil {
 		a.opts.Metrics.WritePrometheus(w)
 	}
-	a.opts.Pool.WriteMetrics(w)
+	upstream.WriteMetrics(w, a.opts.Runtime.Pools())
 	metrics.WriteProcessMetrics(w)
 }
 
@@ -229,6 +242,8 @@ type Status struct {
 	UptimeSeconds  float64   `json:"uptime_seconds"`
 	Strategy       string    `json:"strategy"`
 	StickyMode     string    `json:"sticky_mode"`
+	Pools          int       `json:"pools"`
+	Routes         int       `json:"routes"`
 	Backends       int       `json:"backends"`
 	Healthy        int       `json:"healthy"`
 	Eligible       int       `json:"eligible"`
@@ -236,9 +251,11 @@ type Status struct {
 	RequestsTotal  uint64    `json:"requests_total"`
 }
 
+// status counts the backends of every pool; strategy and sticky mode are
+// the default pool's.
 func (a *API) status(ctx *fasthttp.RequestCtx) {
-	snap := a.opts.Pool.Snapshot()
 	cfg := a.opts.Runtime.Config()
+	pools := a.opts.Runtime.Pools()
 	s := Status{
 		Version:       a.opts.Version,
 		PID:           os.Getpid(),
@@ -246,17 +263,98 @@ func (a *API) status(ctx *fasthttp.RequestCtx) {
 		UptimeSeconds: time.Since(a.opts.Started).Round(time.Millisecond).Seconds(),
 		Strategy:      cfg.Strategy,
 		StickyMode:    cfg.Sticky.Mode,
-		Backends:      len(snap.All),
-		Eligible:      len(snap.Eligible),
+		Pools:         len(pools),
+		Routes:        len(cfg.Routes),
 	}
-	for _, b := range snap.All {
-		if b.Healthy() {
-			s.Healthy++
+	for _, p := range pools {
+		snap := p.Snapshot()
+		s.Backends += len(snap.All)
+		s.Eligible += len(snap.Eligible)
+		for _, b := range snap.All {
+			if b.Healthy() {
+				s.Healthy++
+			}
+			s.ActiveRequests += b.Active()
+			s.RequestsTotal += b.Requests()
 		}
-		s.ActiveRequests += b.Active()
-		s.RequestsTotal += b.Requests()
 	}
 	writeJSON(ctx, fasthttp.StatusOK, s)
+}
+
+// pool returns the pool a request's path names ({pool}; the default pool
+// when it names none), or answers 404 and returns nil.
+func (a *API) pool(ctx *fasthttp.RequestCtx) *upstream.Pool {
+	name := config.DefaultPool
+	if raw, ok := ctx.UserValue("pool").(string); ok {
+		name = raw
+	}
+	for _, p := range a.opts.Runtime.Pools() {
+		if p.Name() == name {
+			return p
+		}
+	}
+	writeError(ctx, fasthttp.StatusNotFound, "no pool %q", name)
+	return nil
+}
+
+// Pool is a pool as the admin API shows it.
+type Pool struct {
+	Name       string    `json:"name"`
+	Strategy   string    `json:"strategy"`
+	StickyMode string    `json:"sticky_mode"`
+	Healthy    int       `json:"healthy"`  // backends up
+	Eligible   int       `json:"eligible"` // backends that may take new requests
+	Backends   []Backend `json:"backends"`
+}
+
+func (a *API) viewPool(p *upstream.Pool) Pool {
+	v := Pool{Name: p.Name()}
+	if pc := a.opts.Runtime.Config().PoolNamed(p.Name()); pc != nil {
+		v.Strategy, v.StickyMode = pc.Strategy, pc.Sticky.Mode
+	}
+	snap := p.Snapshot()
+	v.Eligible = len(snap.Eligible)
+	v.Backends = make([]Backend, len(snap.All))
+	for i, b := range snap.All {
+		v.Backends[i] = view(b)
+		if b.Healthy() {
+			v.Healthy++
+		}
+	}
+	return v
+}
+
+func (a *API) listPools(ctx *fasthttp.RequestCtx) {
+	pools := a.opts.Runtime.Pools()
+	out := make([]Pool, len(pools))
+	for i, p := range pools {
+		out[i] = a.viewPool(p)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func (a *API) getPool(ctx *fasthttp.RequestCtx) {
+	if p := a.pool(ctx); p != nil {
+		writeJSON(ctx, fasthttp.StatusOK, a.viewPool(p))
+	}
+}
+
+// Route is a route as the admin API shows it.
+type Route struct {
+	// Label names the route in metrics and the access log: its name, or
+	// its index in the file.
+	Label string `json:"label"`
+	config.RouteView
+}
+
+// listRoutes answers the routes in the order they are matched.
+func (a *API) listRoutes(ctx *fasthttp.RequestCtx) {
+	routes := a.opts.Runtime.Config().Routes
+	out := make([]Route, 0, len(routes))
+	for _, i := range routing.Order(routes) {
+		out = append(out, Route{Label: routes[i].Label(), RouteView: config.ViewRoute(&routes[i])})
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // Backend is a backend as the admin API shows it.
@@ -306,7 +404,11 @@ func view(b *upstream.Backend) Backend {
 }
 
 func (a *API) listBackends(ctx *fasthttp.RequestCtx) {
-	all := a.opts.Pool.Snapshot().All
+	p := a.pool(ctx)
+	if p == nil {
+		return
+	}
+	all := p.Snapshot().All
 	out := make([]Backend, len(all))
 	for i, b := range all {
 		out[i] = view(b)
@@ -326,11 +428,15 @@ func backendID(ctx *fasthttp.RequestCtx) (string, bool) {
 }
 
 func (a *API) lookup(ctx *fasthttp.RequestCtx) *upstream.Backend {
+	p := a.pool(ctx)
+	if p == nil {
+		return nil
+	}
 	id, ok := backendID(ctx)
 	if !ok {
 		return nil
 	}
-	b := a.opts.Pool.Snapshot().Lookup(id)
+	b := p.Snapshot().Lookup(id)
 	if b == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "no backend %q", id)
 	}
@@ -350,7 +456,11 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	a.opts.Runtime.Exclusive(func() {
-		b, err := a.opts.Pool.Add(c)
+		p := a.pool(ctx)
+		if p == nil {
+			return
+		}
+		b, err := p.Add(c)
 		switch {
 		case errors.Is(err, upstream.ErrExists):
 			writeError(ctx, fasthttp.StatusConflict, "%v", err)
@@ -359,10 +469,14 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
 			return
 		}
-		if !a.persist(ctx) {
+		if !a.persist(ctx, p) {
 			return
 		}
-		ctx.Response.Header.Set("Location", "/api/v1/backends/"+url.PathEscape(b.ID))
+		location := "/api/v1/backends/"
+		if p.Name() != config.DefaultPool {
+			location = "/api/v1/pools/" + p.Name() + "/backends/"
+		}
+		ctx.Response.Header.Set("Location", location+url.PathEscape(b.ID))
 		writeJSON(ctx, fasthttp.StatusCreated, view(b))
 	})
 }
@@ -377,30 +491,34 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return
 	}
-	a.opts.Runtime.Exclusive(func() { a.patch(ctx, id, weight, state) })
+	a.opts.Runtime.Exclusive(func() {
+		if p := a.pool(ctx); p != nil {
+			a.patch(ctx, p, id, weight, state)
+		}
+	})
 }
 
 // patch changes a backend's weight and state and writes them back.
-func (a *API) patch(ctx *fasthttp.RequestCtx, id string, weight *int, state *upstream.State) {
+func (a *API) patch(ctx *fasthttp.RequestCtx, p *upstream.Pool, id string, weight *int, state *upstream.State) {
 	var err error
-	if a.opts.Pool.Snapshot().Lookup(id) == nil {
+	if p.Snapshot().Lookup(id) == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "no backend %q", id)
 		return
 	}
 	var b *upstream.Backend
 	if weight != nil {
-		if b, err = a.opts.Pool.SetWeight(id, *weight); err != nil {
+		if b, err = p.SetWeight(id, *weight); err != nil {
 			writeError(ctx, statusOf(err), "%v", err)
 			return
 		}
 	}
 	if state != nil {
-		if b, err = a.opts.Pool.SetState(id, *state); err != nil {
+		if b, err = p.SetState(id, *state); err != nil {
 			writeError(ctx, statusOf(err), "%v", err)
 			return
 		}
 	}
-	if !a.persist(ctx) {
+	if !a.persist(ctx, p) {
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusOK, view(b))
@@ -451,11 +569,15 @@ func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	a.opts.Runtime.Exclusive(func() {
-		if err := a.opts.Pool.Remove(id); err != nil {
+		p := a.pool(ctx)
+		if p == nil {
+			return
+		}
+		if err := p.Remove(id); err != nil {
 			writeError(ctx, statusOf(err), "%v", err)
 			return
 		}
-		if !a.persist(ctx) {
+		if !a.persist(ctx, p) {
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
@@ -470,7 +592,7 @@ func statusOf(err error) int {
 }
 
 func (a *API) config(ctx *fasthttp.RequestCtx) {
-	writeJSON(ctx, fasthttp.StatusOK, Render(a.opts.Runtime.Config(), a.opts.Pool.Snapshot()))
+	writeJSON(ctx, fasthttp.StatusOK, Render(a.opts.Runtime.Config(), a.opts.Runtime.Pools()))
 }
 
 func (a *API) reload(ctx *fasthttp.RequestCtx) {
@@ -487,25 +609,19 @@ func oneLine(err error) string {
 	return string(bytes.ReplaceAll([]byte(err.Error()), []byte("\n"), []byte("; ")))
 }
 
-// persist writes the current backends back to the configuration file when
+// persist writes p's current backends back to the configuration file when
 // admin_persist is on. It reports whether the handler may go on; on failure
 // it has answered 500 (the change is in force but not saved).
-func (a *API) persist(ctx *fasthttp.RequestCtx) bool {
+func (a *API) persist(ctx *fasthttp.RequestCtx, p *upstream.Pool) bool {
 	if !a.opts.Runtime.Config().AdminPersist {
 		return true
 	}
-	if err := a.writeBack(); err != nil {
+	if err := config.SaveBackends(a.opts.ConfigPath, p.Name(), persistedBackends(p.Snapshot())); err != nil {
 		a.opts.Logger.Error("admin API change applied but not saved", "file", a.opts.ConfigPath, "error", err)
 		writeError(ctx, fasthttp.StatusInternalServerError, "the change is in force but could not be saved to %s: %v", a.opts.ConfigPath, err)
 		return false
 	}
 	return true
-}
-
-// writeBack replaces "backends" in the configuration file with the pool's
-// backends (see config.SaveKey).
-func (a *API) writeBack() error {
-	return config.SaveKey(a.opts.ConfigPath, "backends", persistedBackends(a.opts.Pool.Snapshot()))
 }
 
 // persistedBackends renders the backends as the configuration file holds
@@ -525,9 +641,17 @@ func persistedBackend(b *upstream.Backend) any {
 
 // Render is the configuration in force as GET /api/v1/config shows it:
 // every key of the file (config.View: durations as strings, secrets
-// redacted), with the pool's current backends.
-func Render(c *config.Config, s *upstream.Snapshot) map[string]any {
+// redacted), with each pool's current backends.
+func Render(c *config.Config, pools []*upstream.Pool) map[string]any {
 	m := config.View(c)
-	m["backends"] = persistedBackends(s)
+	named, _ := m["pools"].(map[string]any)
+	for _, p := range pools {
+		backends := persistedBackends(p.Snapshot())
+		if p.Name() == config.DefaultPool {
+			m["backends"] = backends
+		} else if v, ok := named[p.Name()].(map[string]any); ok {
+			v["backends"] = backends
+		}
+	}
 	return m
 }

@@ -31,8 +31,21 @@ type runtime struct {
 	mu       sync.Mutex
 	path     string
 	cfg      *config.Config
-	pool     *upstream.Pool
+	pool     *upstream.Pool   // the default pool
+	pools    []*upstream.Pool // every pool, the default first
 }
+
+// newRuntime makes a pool for each of cfg's pools.
+func newRuntime(path string, cfg *config.Config, logger *slog.Logger) *runtime {
+	r := &runtime{path: path, cfg: cfg}
+	for _, pc := range cfg.AllPools() {
+		r.pools = append(r.pools, upstream.NewPool(pc.Backends, upstream.Options{Name: pc.Name, Rise: 1, Fall: 1, Logger: logger}))
+	}
+	r.pool = r.pools[0]
+	return r
+}
+
+func (r *runtime) Pools() []*upstream.Pool { return r.pools }
 
 func (r *runtime) Config() *config.Config {
 	r.mu.Lock()
@@ -54,6 +67,11 @@ func (r *runtime) Reload() (*ReloadResult, error) {
 		return nil, err
 	}
 	d := r.pool.Apply(next.Backends, nil)
+	for _, p := range r.pools[1:] {
+		if pc := next.PoolNamed(p.Name()); pc != nil {
+			p.Apply(pc.Backends, nil)
+		}
+	}
 	r.mu.Lock()
 	r.cfg = next
 	r.mu.Unlock()
@@ -78,18 +96,23 @@ func startAdmin(t *testing.T, js string) *adminHarness {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pool := upstream.NewPool(cfg.Backends, upstream.Options{Rise: 1, Fall: 1, Logger: logger})
-	rt := &runtime{path: path, cfg: cfg, pool: pool}
+	rt := newRuntime(path, cfg, logger)
+	pool := rt.pool
 	set := metrics.NewSet()
 	set.NewCounter("fastlb_retries_total")
-	api := New(Options{Pool: pool, Runtime: rt, ConfigPath: path, Metrics: set, Version: "v-test", Started: time.Now(), Logger: logger})
+	api := New(Options{Runtime: rt, ConfigPath: path, Metrics: set, Version: "v-test", Started: time.Now(), Logger: logger})
 	srv := api.NewServer()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Shutdown(); pool.Close() })
+	t.Cleanup(func() {
+		srv.Shutdown()
+		for _, p := range rt.pools {
+			p.Close()
+		}
+	})
 	return &adminHarness{t: t, url: "http://" + ln.Addr().String(), rt: rt, pool: pool}
 }
 
@@ -135,7 +158,7 @@ func TestRoutes(t *testing.T) {
 		want                     string // in the body
 	}{
 		{"healthz", "GET", "/healthz", "", 200, "ok"},
-		{"metrics", "GET", "/metrics", "", 200, `fastlb_backend_weight{backend="big"} 3`},
+		{"metrics", "GET", "/metrics", "", 200, `fastlb_backend_weight{pool="default",backend="big"} 3`},
 		{"process metrics", "GET", "/metrics", "", 200, "go_goroutines"},
 		{"own metrics", "GET", "/metrics", "", 200, "fastlb_retries_total 0"},
 		{"status", "GET", "/api/v1/status", "", 200, `"version": "v-test"`},

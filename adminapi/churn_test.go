@@ -50,21 +50,22 @@ func TestChurnUnderLoad(t *testing.T) {
 		Client: upstream.ClientOptions{ConnectTimeout: time.Second, BackendTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}})
 	policy := balancer.NewSmoothWRR()
 	pool.Watch(policy.Update)
-	checker := healthcheck.New(pool, cfg, nil)
+	checker := healthcheck.New(pool, &cfg.Pool, cfg.MaxHeaderBytes, nil)
 	checker.RunOnce(context.Background())
 	ctx, stop := context.WithCancel(context.Background())
 	checked := make(chan struct{})
 	go func() { checker.Run(ctx); close(checked) }()
 
-	p := proxy.New(pool, proxy.Settings{Policy: policy, Retries: 2}, proxy.Options{Logger: logger})
+	def := &proxy.Pool{Name: config.DefaultPool, Upstream: pool, Policy: policy, Retries: 2}
+	p := proxy.New(proxy.Settings{Default: def, Pools: []*proxy.Pool{def}}, proxy.Options{Logger: logger})
 	fopts := frontend.FromConfig(cfg)
 	fopts.ErrorHandler, fopts.Logger = proxy.ErrorHandler, logger
 	srv := frontend.New(p.ServeHTTP, fopts)
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	go srv.Serve(ln)
 
-	rt := &runtime{path: path, cfg: cfg, pool: pool}
-	api := New(Options{Pool: pool, Runtime: rt, ConfigPath: path, Metrics: metrics.NewSet(), Started: time.Now(), Logger: logger})
+	rt := &runtime{path: path, cfg: cfg, pool: pool, pools: []*upstream.Pool{pool}}
+	api := New(Options{Runtime: rt, ConfigPath: path, Metrics: metrics.NewSet(), Started: time.Now(), Logger: logger})
 	adminSrv := api.NewServer()
 	adminLn, _ := net.Listen("tcp4", "127.0.0.1:0")
 	go adminSrv.Serve(adminLn)

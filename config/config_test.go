@@ -380,28 +380,58 @@ func TestParseBackend(t *testing.T) {
 	}
 }
 
-func TestReplaceKey(t *testing.T) {
+// ReplaceValue changes the bytes of one value and no other.
+func TestReplaceValue(t *testing.T) {
 	in := `{"port": 9000,
 	"backends": ["http://a:1"],
-	"log_level":   "debug"}`
-	out, err := ReplaceKey([]byte(in), "backends", []byte(`["http://b:2"]`))
-	if err != nil {
-		t.Fatal(err)
+	"pools": {
+	  "api": {"strategy": "least-conn",
+	          "backends": [
+	            "http://x:1"
+	          ]},
+	  "web": {"retries": 1}
+	},
+	"log_level":   "debug"}
+`
+	cases := []struct {
+		path  []string
+		value string
+		want  string
+	}{
+		{[]string{"backends"}, `["http://b:2"]`, strings.Replace(in, `["http://a:1"]`, `["http://b:2"]`, 1)},
+		{[]string{"pools", "api", "backends"}, "[\n  \"http://y:2\"\n]",
+			strings.Replace(in, "[\n\t            \"http://x:1\"\n\t          ]", "[\n\t            \"http://y:2\"\n\t          ]", 1)},
+		{[]string{"pools", "web", "backends"}, `[]`, strings.Replace(in, `{"retries": 1}`, `{"retries": 1, "backends": []}`, 1)},
+		{[]string{"access_log"}, `"stderr"`, strings.Replace(in, `"log_level":   "debug"}`, "\"log_level\":   \"debug\",\n\t\"access_log\": \"stderr\"}", 1)},
 	}
-	want := "{\n  \"port\": 9000,\n  \"backends\": [\"http://b:2\"],\n  \"log_level\": \"debug\"\n}\n"
-	if string(out) != want {
-		t.Errorf("got %q, want %q", out, want)
+	for _, tc := range cases {
+		out, err := ReplaceValue([]byte(in), tc.path, []byte(tc.value))
+		if err != nil {
+			t.Fatalf("%v: %v", tc.path, err)
+		}
+		if string(out) != tc.want {
+			t.Errorf("%v: got\n%s\nwant\n%s", tc.path, out, tc.want)
+		}
+		if _, err := Parse(out); err != nil {
+			t.Errorf("%v: the result does not parse: %v", tc.path, err)
+		}
 	}
-	out, err = ReplaceKey([]byte(`{"port": 1}`), "backends", []byte(`[]`))
-	if err != nil || string(out) != "{\n  \"port\": 1,\n  \"backends\": []\n}\n" {
-		t.Errorf("adding a key: %q, %v", out, err)
-	}
-	out, err = ReplaceKey([]byte(`{}`), "backends", []byte(`[]`))
-	if err != nil || string(out) != "{\n  \"backends\": []\n}\n" {
+	out, err := ReplaceValue([]byte(`{}`), []string{"backends"}, []byte(`[]`))
+	if err != nil || string(out) != `{"backends": []}` {
 		t.Errorf("empty object: %q, %v", out, err)
 	}
-	if _, err := ReplaceKey([]byte(`{"a": }`), "backends", []byte(`[]`)); err == nil {
-		t.Error("invalid JSON accepted")
+	for _, bad := range []struct {
+		in   string
+		path []string
+	}{
+		{`{"a": }`, []string{"backends"}},
+		{`[]`, []string{"backends"}},
+		{`{"port": 1}`, []string{"pools", "api", "backends"}},
+		{`{"pools": []}`, []string{"pools", "api", "backends"}},
+	} {
+		if out, err := ReplaceValue([]byte(bad.in), bad.path, []byte(`[]`)); err == nil {
+			t.Errorf("%s %v: accepted, gave %s", bad.in, bad.path, out)
+		}
 	}
 }
 

@@ -336,14 +336,14 @@ func ViewPool(c *Config, p *Pool) map[string]any {
 
 // RouteView is a route as the configuration file holds it.
 type RouteView struct {
-	Name                 string            `json:"name,omitempty"`
-	Host                 string            `json:"host,omitempty"`
-	PathPrefix           string            `json:"path_prefix,omitempty"`
-	Pool                 string            `json:"pool"`
-	StripPrefix          bool              `json:"strip_prefix,omitempty"`
-	SetRequestHeaders    HeaderValues      `json:"set_request_headers,omitempty"`
-	RemoveRequestHeaders []string          `json:"remove_request_headers,omitempty"`
-	SetResponseHeaders   HeaderValues      `json:"set_response_headers,omitempty"`
+	Name                 string       `json:"name,omitempty"`
+	Host                 string       `json:"host,omitempty"`
+	PathPrefix           string       `json:"path_prefix,omitempty"`
+	Pool                 string       `json:"pool"`
+	StripPrefix          bool         `json:"strip_prefix,omitempty"`
+	SetRequestHeaders    HeaderValues `json:"set_request_headers,omitempty"`
+	RemoveRequestHeaders []string     `json:"remove_request_headers,omitempty"`
+	SetResponseHeaders   HeaderValues `json:"set_response_headers,omitempty"`
 }
 
 // HeaderValues are a route's header settings; they encode as a JSON object

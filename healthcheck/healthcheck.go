@@ -52,28 +52,29 @@ type settings struct {
 	client   *fasthttp.Client // HTTP checks; apart from the proxy's pools so a full backend is still checked
 }
 
-// New returns a checker for the pool, configured by cfg's health-check keys.
-// HTTP checks of https:// backends verify them with backendTLS (the proxy's
-// own base configuration, see tlsconf.BackendConfig), or the system roots
-// when it is nil.
-func New(pool Pool, cfg *config.Config, backendTLS *tls.Config) *Checker {
+// New returns a checker for the pool, configured by pc's health-check keys;
+// an HTTP check reads answers with a header of up to maxHeaderBytes. HTTP
+// checks of https:// backends verify them with backendTLS (the proxy's own
+// base configuration, see tlsconf.BackendConfig), or the system roots when
+// it is nil.
+func New(pool Pool, pc *config.Pool, maxHeaderBytes int, backendTLS *tls.Config) *Checker {
 	c := &Checker{pool: pool, tls: backendTLS, now: time.Now, pending: map[*upstream.Backend]bool{}}
-	c.Reconfigure(cfg)
+	c.Reconfigure(pc, maxHeaderBytes)
 	return c
 }
 
-// Reconfigure applies cfg's health-check keys from the next check on.
-func (c *Checker) Reconfigure(cfg *config.Config) {
+// Reconfigure applies pc's health-check keys from the next check on.
+func (c *Checker) Reconfigure(pc *config.Pool, maxHeaderBytes int) {
 	c.settings.Store(&settings{
-		method:   cfg.HealthCheckMethod,
-		interval: cfg.HealthCheckFrequency,
-		hc:       cfg.HealthCheck,
+		method:   pc.HealthCheckMethod,
+		interval: pc.HealthCheckFrequency,
+		hc:       pc.HealthCheck,
 		client: &fasthttp.Client{
 			NoDefaultUserAgentHeader:  true,
 			DisablePathNormalizing:    true,
 			MaxIdemponentCallAttempts: 1,
 			MaxResponseBodySize:       1 << 20,
-			ReadBufferSize:            max(cfg.MaxHeaderBytes, 4096),
+			ReadBufferSize:            max(maxHeaderBytes, 4096),
 			DialDualStack:             true,
 			TLSConfig:                 c.tls, // fasthttp sets ServerName per host
 		},

@@ -32,7 +32,7 @@ func checkerFor(t *testing.T, extra string, urls ...string) (*Checker, *upstream
 		t.Fatal(err)
 	}
 	pool := upstream.NewPool(cfg.Backends, upstream.Options{Rise: 1, Fall: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	return New(pool, cfg, nil), pool
+	return New(pool, &cfg.Pool, cfg.MaxHeaderBytes, nil), pool
 }
 
 func closedPort(t *testing.T) string {

@@ -10,8 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
-
-	"fastlb/upstream"
 )
 
 // AccessLog writes one JSON object a line per request. The request path only
@@ -118,9 +116,9 @@ func (l *AccessLog) write(line []byte) {
 	}
 }
 
-// Log records one finished request. b is the backend that answered last, or
-// nil. It allocates nothing.
-func (l *AccessLog) Log(ctx *fasthttp.RequestCtx, b *upstream.Backend, start, end time.Time) {
+// Log records one finished request and where it went. It allocates nothing.
+func (l *AccessLog) Log(ctx *fasthttp.RequestCtx, out *served, start, end time.Time) {
+	b := out.backend
 	var buf [2048]byte
 	line := buf[:0]
 	line = append(line, `{"time":"`...)
@@ -140,6 +138,23 @@ func (l *AccessLog) Log(ctx *fasthttp.RequestCtx, b *upstream.Backend, start, en
 		// Backend ids hold only characters that need no escaping.
 		line = append(line, '"')
 		line = append(line, b.ID...)
+		line = append(line, '"')
+	} else {
+		line = append(line, "null"...)
+	}
+	// Pool names and route labels hold only [a-z0-9_-].
+	line = append(line, `,"pool":`...)
+	if out.pool != nil {
+		line = append(line, '"')
+		line = append(line, out.pool.Name...)
+		line = append(line, '"')
+	} else {
+		line = append(line, "null"...)
+	}
+	line = append(line, `,"route":`...)
+	if out.route != nil {
+		line = append(line, '"')
+		line = append(line, out.route.label...)
 		line = append(line, '"')
 	} else {
 		line = append(line, "null"...)

@@ -51,7 +51,8 @@ func benchProxy(tb testing.TB, n int) (*Proxy, []*testbackends.Server) {
 	policy := balancer.NewSmoothWRR()
 	pool.Watch(policy.Update)
 	tb.Cleanup(pool.Close)
-	return New(pool, Settings{Policy: policy, Retries: 2}, Options{Logger: logger}), servers
+	def := &Pool{Name: config.DefaultPool, Upstream: pool, Policy: policy, Retries: 2}
+	return New(Settings{Default: def, Pools: []*Pool{def}}, Options{Logger: logger}), servers
 }
 
 // reqCtx is one reusable client request, parsed from benchRequest each time

@@ -31,8 +31,9 @@ type harness struct {
 	t         *testing.T
 	backends  []*testbackends.Server
 	cfg       *config.Config
-	pool      *upstream.Pool
-	checker   *healthcheck.Checker
+	pool      *upstream.Pool            // the default pool
+	pools     map[string]*upstream.Pool // every pool by name
+	checker   *healthcheck.Checker      // the default pool's
 	server    *frontend.Server
 	addr      string
 	client    *http.Client
@@ -103,20 +104,24 @@ func (h *harness) start(cfg *config.Config) {
 	t := h.t
 	h.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client: upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes},
-		Rise:   cfg.HealthCheck.Rise, Fall: cfg.HealthCheck.Fall, Outlier: cfg.Outlier, SlowStart: cfg.SlowStart, Logger: logger,
-	})
-	settings, unwatch, err := SettingsFor(cfg, h.pool, []byte("harness-secret-0123456789"))
+	h.pools = map[string]*upstream.Pool{}
+	for _, pc := range cfg.AllPools() {
+		up := upstream.NewPool(pc.Backends, upstream.OptionsFor(pc, cfg.MaxHeaderBytes, nil, logger))
+		h.pools[pc.Name] = up
+		checker := healthcheck.New(up, pc, cfg.MaxHeaderBytes, nil)
+		checker.RunOnce(context.Background())
+		if pc.Name == config.DefaultPool {
+			h.pool, h.checker = up, checker
+		}
+	}
+	settings, unwatch, err := SettingsFor(cfg, func(name string) *upstream.Pool { return h.pools[name] }, []byte("harness-secret-0123456789"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(unwatch)
-	h.checker = healthcheck.New(h.pool, cfg, nil)
-	h.checker.RunOnce(context.Background())
 	h.accessLog = NewAccessLog(h.access)
 	h.metrics = metrics.NewSet()
-	p := New(h.pool, settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics,
+	p := New(settings, Options{Logger: logger, AccessLog: h.accessLog, Metrics: h.metrics,
 		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
 	h.proxy = p
 	fopts := frontend.FromConfig(cfg)
@@ -134,7 +139,9 @@ func (h *harness) start(cfg *config.Config) {
 		h.server.Shutdown()
 		<-done
 		h.client.CloseIdleConnections()
-		h.pool.Close()
+		for _, up := range h.pools {
+			up.Close()
+		}
 		h.accessLog.Close()
 	})
 }

@@ -77,7 +77,7 @@ func TestOutlier5xx(t *testing.T) {
 	if c.Requests() == before {
 		t.Error("c got no requests after its ejection ended")
 	}
-	if !strings.Contains(h.logs.String(), `msg="backend ejected" backend=c reason=consecutive_5xx in_a_row=5 for=1s`) {
+	if !strings.Contains(h.logs.String(), `msg="backend ejected" pool=default backend=c reason=consecutive_5xx in_a_row=5 for=1s`) {
 		t.Errorf("ejection not logged:\n%s", h.logs.String())
 	}
 	// Ejected again at once, for twice as long: the second ejection.

@@ -19,14 +19,15 @@ import (
 	"fastlb/upstream"
 )
 
-// Settings are the parts of a Proxy that a reload can change.
+// Settings are the parts of a Proxy that a reload can change: the pools
+// and the routes to them.
 type Settings struct {
-	Policy  balancer.Policy // picks backends for requests without a sticky key
-	Retries int             // further attempts on other backends
-	// QueueTimeout is how long a request waits for room while every
-	// backend it may go to is at max_conns; 0: it gets 503 at once.
-	QueueTimeout time.Duration
-	Sticky       Sticky
+	// Default takes the requests no route matches, when it has backends;
+	// else they get 404.
+	Default *Pool
+	// Pools are every pool, Default included.
+	Pools  []*Pool
+	Routes []Route
 	// TunnelIdleTimeout ends an upgraded (WebSocket) connection after that
 	// long without a byte in either direction; 0 keeps it open.
 	TunnelIdleTimeout time.Duration
@@ -50,18 +51,18 @@ type Options struct {
 // settings are Settings prepared for the request path.
 type settings struct {
 	Settings
-	sticky *sticky
+	routes routes
 }
 
 // Proxy forwards requests to the backends of a pool. It is safe for
 // concurrent use; ServeHTTP takes no lock and, on success, allocates nothing.
 type Proxy struct {
-	pool      *upstream.Pool
 	settings  atomic.Pointer[settings]
 	logger    *slog.Logger
 	accessLog atomic.Pointer[AccessLog]
 	retries   *metrics.Counter
 	noBackend *metrics.Counter
+	noRoute   *metrics.Counter
 	restuck   *metrics.Counter
 	upgrades  *metrics.Counter
 	tunnels   tunnels
@@ -111,9 +112,9 @@ func (p *Proxy) spendRetry() bool {
 	}
 }
 
-// New returns a proxy over pool with the given settings. The caller connects
-// the settings' policy, hash and cookie table to the pool (pool.Watch).
-func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
+// New returns a proxy with the given settings. The caller connects each
+// pool's policy, hash and cookie table to its upstream pool (PoolFor does).
+func New(s Settings, opts Options) *Proxy {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -121,10 +122,10 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 		opts.Metrics = metrics.NewSet()
 	}
 	p := &Proxy{
-		pool:         pool,
 		logger:       opts.Logger,
 		retries:      opts.Metrics.NewCounter("fastlb_retries_total"),
 		noBackend:    opts.Metrics.NewCounter("fastlb_no_backend_total"),
+		noRoute:      opts.Metrics.NewCounter("fastlb_no_route_total"),
 		restuck:      opts.Metrics.NewCounter("fastlb_sticky_rebalanced_total"),
 		budgetDenied: opts.Metrics.NewCounter("fastlb_retry_budget_exhausted_total"),
 		upgrades:     opts.Metrics.NewCounter("fastlb_upgrades_total"),
@@ -138,7 +139,13 @@ func New(pool *upstream.Pool, s Settings, opts Options) *Proxy {
 	var open atomic.Int64
 	p.tunnels = tunnels{open: map[*tunnel]struct{}{}, count: func(d int) { open.Add(int64(d)) }}
 	opts.Metrics.NewGauge("fastlb_upgraded_connections", func() float64 { return float64(open.Load()) })
-	opts.Metrics.NewGauge("fastlb_queued_requests", func() float64 { return float64(pool.Waiting()) })
+	opts.Metrics.NewGauge("fastlb_queued_requests", func() float64 {
+		n := 0
+		for _, pl := range p.settings.Load().Pools {
+			n += pl.Upstream.Waiting()
+		}
+		return float64(n)
+	})
 	p.retryBudget.Store(budgetCap)
 	p.Reconfigure(s)
 	p.SetAccessLog(opts.AccessLog)
@@ -155,7 +162,10 @@ func (p *Proxy) AccessLog() *AccessLog { return p.accessLog.Load() }
 // Reconfigure switches to new settings. Requests already running finish
 // with the old ones.
 func (p *Proxy) Reconfigure(s Settings) {
-	p.settings.Store(&settings{Settings: s, sticky: newSticky(s.Sticky)})
+	for _, pl := range s.Pools {
+		pl.sticky = newSticky(pl.Sticky)
+	}
+	p.settings.Store(&settings{Settings: s, routes: newRoutes(s.Routes)})
 }
 
 // Settings are the settings in use.
@@ -164,28 +174,41 @@ func (p *Proxy) Settings() Settings { return p.settings.Load().Settings }
 // ServeHTTP handles one client request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	start := ctx.Time() // the server read the clock just before calling
-	b := p.serve(ctx, start)
+	var out served
+	p.serve(ctx, start, &out)
+	if out.route != nil {
+		out.route.rewriteResponse(&ctx.Response.Header)
+	}
 	if l := p.accessLog.Load(); l != nil {
-		l.Log(ctx, b, start, time.Now())
+		l.Log(ctx, &out, start, time.Now())
 	}
 }
 
-// serve forwards the request and returns the backend that answered last, or
-// nil. start is when the request arrived.
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backend {
+// served is what became of a request: the route it took (nil: none), the
+// pool it went to (nil: none), and the backend that answered last (nil:
+// none did).
+type served struct {
+	route   *route
+	pool    *Pool
+	backend *upstream.Backend
+}
+
+// serve forwards the request and notes in out where it went. start is when
+// the request arrived.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 	req := &ctx.Request
 	if !isHTTP1(req.Header.Protocol()) {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", "HTTP version not supported")
 		ctx.SetConnectionClose()
 		writeError(ctx, fasthttp.StatusHTTPVersionNotSupported)
-		return nil
+		return
 	}
 	seen, err := header.CheckFields(req.Header.RawHeaders())
 	if err != nil {
 		p.logger.Debug("request refused", "client", ctx.RemoteAddr().String(), "cause", err.Error())
 		ctx.SetConnectionClose()
 		writeError(ctx, fasthttp.StatusBadRequest)
-		return nil
+		return
 	}
 	var body *clientBody
 	hasBody := req.IsBodyStream()
@@ -193,13 +216,26 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		var err error
 		if body, err = p.takeBody(ctx); err != nil {
 			p.refuseBody(ctx, err)
-			return nil
+			return
 		}
 	}
 	st := p.settings.Load()
+	pl := st.Default
+	if rt := st.routes.match(&req.Header); rt != nil {
+		out.route, pl = rt, rt.pool
+	} else if pl != nil && len(pl.Upstream.Snapshot().All) == 0 {
+		pl = nil
+	}
+	if pl == nil {
+		p.noRoute.Inc()
+		p.logger.Debug("no route", "host", string(req.Header.Host()), "uri", string(req.Header.RequestURI()))
+		writeNoRoute(ctx)
+		return
+	}
+	out.pool = pl
 	var key stickyKey
-	if st.sticky.Mode != config.StickyOff {
-		key = st.sticky.key(ctx) // before X-Forwarded-For changes
+	if pl.sticky.Mode != config.StickyOff {
+		key = pl.sticky.key(ctx) // before X-Forwarded-For changes
 	}
 	upgrade := upgradeOf(&req.Header)
 	header.RemoveHopByHop(&req.Header, seen)
@@ -211,39 +247,42 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 	req.Header.Del("Expect")
 	setForwarded(ctx, seen)
 	p.setRequestID(&req.Header, seen)
+	if out.route != nil && out.route.hasRules {
+		out.route.rewriteRequest(&req.Header)
+	}
 
 	p.earnRetry()
 	resp := &ctx.Response
 	isTLS := ctx.IsTLS()
 	noHost := len(req.Header.Host()) == 0
 	var tried balancer.Tried
-	var last *upstream.Backend
-	defer p.countRestick(&key, &last)
+	last := &out.backend
+	defer p.countRestick(&key, last)
 	var queued time.Time
 	for {
-		b := p.pick(st, &key, tried)
-		if b == nil && tried.Len() == 0 && p.queue(st, &queued) {
+		b := p.pick(pl, &key, tried)
+		if b == nil && tried.Len() == 0 && p.queue(pl, &queued) {
 			continue
 		}
 		if b == nil {
 			if tried.Len() == 0 {
 				p.noBackend.Inc()
 				cause := "none is healthy and active"
-				if p.pool.Snapshot().Full() {
+				if pl.Upstream.Snapshot().Full() {
 					cause = "every one is at max_conns"
 				}
 				p.logger.Warn("no backend available", "cause", cause, "status", fasthttp.StatusServiceUnavailable,
-					"method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()))
+					"method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()), "pool", pl.Name)
 				writeError(ctx, fasthttp.StatusServiceUnavailable)
 			}
 			// Otherwise the last failure's answer is already written.
-			return last
+			return
 		}
 		if tried.Len() > 0 {
 			p.retries.Inc()
 		}
 		tried.Add(b)
-		last = b
+		*last = b
 		if wantTLS := b.Scheme == "https"; wantTLS != isTLS {
 			req.URI().SetScheme(b.Scheme)
 			isTLS = wantTLS
@@ -262,48 +301,48 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 		}
 
 		if upgrade != nil {
-			err = p.serveUpgrade(ctx, st, b, upgrade)
+			err = p.serveUpgrade(ctx, st, pl, b, upgrade)
 			if err == nil || err == errNotSwitched {
 				b.Observe(resp.StatusCode(), time.Since(attempt))
-				p.pool.Answered(b, resp.StatusCode())
-				if st.sticky.insertsCookie() && last != key.cookie {
-					st.sticky.setCookie(ctx, last)
+				pl.Upstream.Answered(b, resp.StatusCode())
+				if pl.sticky.insertsCookie() && b != key.cookie {
+					pl.sticky.setCookie(ctx, b)
 				}
-				return last
+				return
 			}
 		} else {
 			err = b.Client.Do(req, resp)
 		}
 		if err == nil {
 			b.Observe(resp.StatusCode(), time.Since(attempt))
-			p.pool.Answered(b, resp.StatusCode())
+			pl.Upstream.Answered(b, resp.StatusCode())
 			break
 		}
 		if errors.Is(err, upstream.ErrFull) {
 			// Another request took its last slot since the pick: not an
 			// attempt. Pick again; the queue follows when none has room.
 			tried.Drop()
-			last = tried.Last()
+			*last = tried.Last()
 			continue
 		}
 		if body != nil && body.err != nil {
 			// The client failed, not the backend: it stopped sending,
 			// sent too much, or sent a malformed chunk.
 			p.refuseBody(ctx, body.err)
-			return last
+			return
 		}
 		f := classify(err)
 		b.Observe(f.status, time.Since(attempt))
-		p.pool.RequestFailed(b, f.connFailure, f.connFailure || f.timeout, err.Error())
+		pl.Upstream.RequestFailed(b, f.connFailure, f.connFailure || f.timeout, err.Error())
 		// A streamed body is sent again only if none of it was sent.
 		resendable := body == nil || body.sent == 0
-		retry := tried.Len() <= st.Retries && resendable && (f.nothingSent || (!f.timeout && upstream.Idempotent(req))) && p.spendRetry()
+		retry := tried.Len() <= pl.Retries && resendable && (f.nothingSent || (!f.timeout && upstream.Idempotent(req))) && p.spendRetry()
 		p.logger.Warn("backend request failed", "backend", b.ID, "cause", f.cause, "error", err.Error(),
 			"status", f.status, "method", string(req.Header.Method()), "uri", string(req.Header.RequestURI()),
-			"attempt", tried.Len(), "retry", retry)
+			"attempt", tried.Len(), "retry", retry, "pool", pl.Name)
 		writeError(ctx, f.status)
 		if !retry {
-			return last
+			return
 		}
 	}
 	if resp.IsBodyStream() {
@@ -313,17 +352,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time) *upstream.Backe
 			s.Pace(ctx.Conn(), p.clientReadTimeout)
 		}
 	}
-	if st.sticky.insertsCookie() && last != key.cookie {
-		st.sticky.setCookie(ctx, last)
+	if pl.sticky.insertsCookie() && *last != key.cookie {
+		pl.sticky.setCookie(ctx, *last)
 	}
-	return last
 }
 
 // queue waits for room when no backend could be picked because every one
 // the request may go to is at max_conns, for at most QueueTimeout from the
 // first wait (*since). It reports whether to pick again.
-func (p *Proxy) queue(st *settings, since *time.Time) bool {
-	if st.QueueTimeout <= 0 || !p.pool.Snapshot().Limited() {
+func (p *Proxy) queue(pl *Pool, since *time.Time) bool {
+	if pl.QueueTimeout <= 0 || !pl.Upstream.Snapshot().Limited() {
 		return false // nothing to wait for
 	}
 	now := time.Now()
@@ -333,8 +371,8 @@ func (p *Proxy) queue(st *settings, since *time.Time) bool {
 	}
 	// WaitForRoom also returns at once when a backend made room since the
 	// pick.
-	left := st.QueueTimeout - now.Sub(*since)
-	if left <= 0 || !p.pool.WaitForRoom(left) {
+	left := pl.QueueTimeout - now.Sub(*since)
+	if left <= 0 || !pl.Upstream.WaitForRoom(left) {
 		p.queueTimeouts.Inc()
 		return false
 	}
@@ -344,14 +382,14 @@ func (p *Proxy) queue(st *settings, since *time.Time) bool {
 // pick chooses the backend for one attempt: the one the request is sticky
 // to while it can take it, else the policy's choice. It notes in key which
 // backend the request was sticky to, for countRestick.
-func (p *Proxy) pick(st *settings, key *stickyKey, tried balancer.Tried) *upstream.Backend {
+func (p *Proxy) pick(pl *Pool, key *stickyKey, tried balancer.Tried) *upstream.Backend {
 	switch {
 	case key.cookie != nil:
 		if b := key.cookie; b.StickyOK() && b.HasRoom() && !tried.Has(b) {
 			return b
 		}
 	case key.hasHash:
-		b, primary := st.sticky.Hash.PickKey(key.hash, tried)
+		b, primary := pl.sticky.Hash.PickKey(key.hash, tried)
 		if tried.Len() == 0 {
 			key.owner, key.moved = b, !primary
 		}
@@ -359,7 +397,7 @@ func (p *Proxy) pick(st *settings, key *stickyKey, tried balancer.Tried) *upstre
 			return b
 		}
 	}
-	return st.Policy.Pick(tried)
+	return pl.Policy.Pick(tried)
 }
 
 // countRestick counts a sticky request that did not end on the backend its
@@ -425,6 +463,14 @@ var errorBodies = map[int]string{
 	fasthttp.StatusBadGateway:                  "502 Bad Gateway\n",
 	fasthttp.StatusServiceUnavailable:          "503 Service Unavailable: no backend available\n",
 	fasthttp.StatusGatewayTimeout:              "504 Gateway Timeout\n",
+}
+
+// writeNoRoute answers a request that no route takes.
+func writeNoRoute(ctx *fasthttp.RequestCtx) {
+	resp := &ctx.Response
+	resp.SetStatusCode(fasthttp.StatusNotFound)
+	resp.Header.SetContentType("application/json")
+	resp.SetBodyString(`{"error": "no route"}` + "\n")
 }
 
 // writeError replaces the response with fastlb's own answer for status,

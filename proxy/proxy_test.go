@@ -109,7 +109,7 @@ func TestKilledBackendCostsNoFailedGET(t *testing.T) {
 	if h.pool.Snapshot().All[1].Healthy() {
 		t.Error("b still healthy after repeated refused connections")
 	}
-	if !strings.Contains(h.logs.String(), `msg="backend down" backend=b`) {
+	if !strings.Contains(h.logs.String(), `msg="backend down" pool=default backend=b`) {
 		t.Errorf("no log line for b going down:\n%s", h.logs)
 	}
 }

@@ -30,40 +30,6 @@ type Sticky struct {
 	Cookies *balancer.Cookies
 }
 
-// SettingsFor builds the settings cfg asks for over pool: a new policy and,
-// for the sticky modes, a Maglev table or a cookie table keyed with
-// cfg.Sticky.CookieSecret (or with secret when the file sets none), each
-// watching the pool. unwatch detaches them once they are no longer in use.
-func SettingsFor(cfg *config.Config, pool *upstream.Pool, secret []byte) (s Settings, unwatch func(), err error) {
-	policy, err := balancer.New(cfg.Strategy)
-	if err != nil {
-		return Settings{}, nil, err
-	}
-	cancels := []func(){pool.Watch(policy.Update)}
-	st := cfg.Sticky
-	sticky := Sticky{Mode: st.Mode, Header: st.Header, Cookie: st.Cookie, CookieInsert: st.CookieInsert,
-		CookieMaxAge: st.CookieMaxAge, Trusted: st.Trusted}
-	switch {
-	case st.Mode == config.StickyCookie && st.CookieInsert:
-		if st.CookieSecret != "" {
-			secret = []byte(st.CookieSecret)
-		}
-		sticky.Cookies = balancer.NewCookies(secret)
-		cancels = append(cancels, pool.Watch(sticky.Cookies.Update))
-	case st.Mode != config.StickyOff:
-		sticky.Hash = balancer.NewHash()
-		sticky.Hash.SetBalanceFactor(st.BalanceFactor)
-		cancels = append(cancels, pool.Watch(sticky.Hash.Update))
-	}
-	unwatch = func() {
-		for _, c := range cancels {
-			c()
-		}
-	}
-	return Settings{Policy: policy, Retries: cfg.Retries, QueueTimeout: cfg.QueueTimeout, Sticky: sticky,
-		TunnelIdleTimeout: cfg.ClientIdleTimeout}, unwatch, nil
-}
-
 // sticky is Sticky with its names as bytes, ready for the request path.
 type sticky struct {
 	Sticky

@@ -106,7 +106,7 @@ func (e *dialError) Unwrap() error { return e.err }
 //
 // The backend's slot (max_conns) is taken before dialling, as for every
 // request, and held until the tunnel ends.
-func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream.Backend, upgrade []byte) (err error) {
+func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, pl *Pool, b *upstream.Backend, upgrade []byte) (err error) {
 	if !b.TryAcquire() {
 		return upstream.ErrFull
 	}
@@ -120,9 +120,9 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, b *upstream
 	h.Set("Connection", "Upgrade")
 	h.SetBytesV("Upgrade", upgrade)
 
-	timeout := p.pool.BackendTimeout()
+	timeout := pl.Upstream.BackendTimeout()
 	var bc net.Conn
-	dialer := &net.Dialer{Timeout: p.pool.ConnectTimeout()}
+	dialer := &net.Dialer{Timeout: pl.Upstream.ConnectTimeout()}
 	p.upgrades.Inc()
 	if b.Scheme == "https" {
 		bc, err = tls.DialWithDialer(dialer, "tcp", b.Addr, b.Client.TLSConfig)

@@ -35,56 +35,63 @@ func (h *histogram) observe(d time.Duration) {
 }
 
 // WriteMetrics writes the per-backend metrics of every backend in the pool
-// in Prometheus text format. Removed backends are not written.
-func (p *Pool) WriteMetrics(w io.Writer) {
-	all := p.Snapshot().All
+// in Prometheus text format (see the package function WriteMetrics).
+func (p *Pool) WriteMetrics(w io.Writer) { WriteMetrics(w, []*Pool{p}) }
 
-	for _, b := range all {
-		for i := range b.codes {
-			if n := b.codes[i].Load(); n > 0 {
-				metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_requests_total{backend=%q,code=\"%d\"}", b.ID, i+100), n)
+// WriteMetrics writes the per-backend metrics of every backend of pools in
+// Prometheus text format, each series labelled with its pool and backend,
+// one metric after the other. Removed backends are not written.
+func WriteMetrics(w io.Writer, pools []*Pool) {
+	type member struct {
+		pool string
+		b    *Backend
+	}
+	var all []member
+	for _, p := range pools {
+		for _, b := range p.Snapshot().All {
+			all = append(all, member{p.name, b})
+		}
+	}
+	for _, m := range all {
+		for i := range m.b.codes {
+			if n := m.b.codes[i].Load(); n > 0 {
+				metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_requests_total{pool=%q,backend=%q,code=\"%d\"}", m.pool, m.b.ID, i+100), n)
 			}
 		}
 	}
-	for _, b := range all {
+	for _, m := range all {
+		labels := fmt.Sprintf("pool=%q,backend=%q", m.pool, m.b.ID)
 		var cum uint64
-		for i := range b.latency.buckets {
-			cum += b.latency.buckets[i].Load()
+		for i := range m.b.latency.buckets {
+			cum += m.b.latency.buckets[i].Load()
 			le := "+Inf"
 			if i < len(latencyBuckets) {
 				le = fmt.Sprint(latencyBuckets[i].Seconds())
 			}
-			metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_request_duration_seconds_bucket{backend=%q,le=%q}", b.ID, le), cum)
+			metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_request_duration_seconds_bucket{%s,le=%q}", labels, le), cum)
 		}
-		metrics.WriteCounterFloat64(w, fmt.Sprintf("fastlb_request_duration_seconds_sum{backend=%q}", b.ID), time.Duration(b.latency.sumNs.Load()).Seconds())
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_request_duration_seconds_count{backend=%q}", b.ID), cum)
+		metrics.WriteCounterFloat64(w, "fastlb_request_duration_seconds_sum{"+labels+"}", time.Duration(m.b.latency.sumNs.Load()).Seconds())
+		metrics.WriteCounterUint64(w, "fastlb_request_duration_seconds_count{"+labels+"}", cum)
 	}
-	gauge := func(name string, value func(b *Backend) uint64) {
-		for _, b := range all {
-			metrics.WriteGaugeUint64(w, fmt.Sprintf("%s{backend=%q}", name, b.ID), value(b))
+	series := func(name string, write func(io.Writer, string, uint64), value func(b *Backend) uint64) {
+		for _, m := range all {
+			write(w, fmt.Sprintf("%s{pool=%q,backend=%q}", name, m.pool, m.b.ID), value(m.b))
 		}
 	}
-	gauge("fastlb_backend_up", func(b *Backend) uint64 { return boolToUint(b.Healthy()) })
-	gauge("fastlb_backend_active_requests", func(b *Backend) uint64 { return uint64(max(b.Active(), 0)) })
-	gauge("fastlb_backend_weight", func(b *Backend) uint64 { return uint64(b.Weight()) })
-	for _, b := range all {
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_backend_failures_total{backend=%q}", b.ID), b.Failures())
+	series("fastlb_backend_up", metrics.WriteGaugeUint64, func(b *Backend) uint64 { return boolToUint(b.Healthy()) })
+	series("fastlb_backend_active_requests", metrics.WriteGaugeUint64, func(b *Backend) uint64 { return uint64(max(b.Active(), 0)) })
+	series("fastlb_backend_weight", metrics.WriteGaugeUint64, func(b *Backend) uint64 { return uint64(b.Weight()) })
+	series("fastlb_backend_failures_total", metrics.WriteCounterUint64, (*Backend).Failures)
+	series("fastlb_backend_stale_connections_total", metrics.WriteCounterUint64, (*Backend).StaleConns)
+	series("fastlb_backend_ejected", metrics.WriteGaugeUint64, func(b *Backend) uint64 { return boolToUint(b.out.ejected.Load()) })
+	for _, m := range all {
+		for i, reason := range [...]string{Reason5xx, ReasonGateway} {
+			metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_outlier_ejections_total{pool=%q,backend=%q,reason=%q}", m.pool, m.b.ID, reason), m.b.out.byReason[i].Load())
+		}
 	}
-	for _, b := range all {
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_backend_stale_connections_total{backend=%q}", b.ID), b.StaleConns())
-	}
-	// Named with a pool, as every per-backend series will be once
-	// fastlb has pools beside "default".
-	for _, b := range all {
-		metrics.WriteGaugeUint64(w, fmt.Sprintf("fastlb_backend_ejected{pool=\"default\",backend=%q}", b.ID), boolToUint(b.out.ejected.Load()))
-	}
-	for _, b := range all {
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_outlier_ejections_total{pool=\"default\",backend=%q,reason=%q}", b.ID, Reason5xx), b.out.byReason[0].Load())
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_outlier_ejections_total{pool=\"default\",backend=%q,reason=%q}", b.ID, ReasonGateway), b.out.byReason[1].Load())
-	}
-	for _, b := range all {
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"ok\"}", b.ID), b.checksOK.Load())
-		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{backend=%q,result=\"fail\"}", b.ID), b.checksFailed.Load())
+	for _, m := range all {
+		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{pool=%q,backend=%q,result=\"ok\"}", m.pool, m.b.ID), m.b.checksOK.Load())
+		metrics.WriteCounterUint64(w, fmt.Sprintf("fastlb_health_checks_total{pool=%q,backend=%q,result=\"fail\"}", m.pool, m.b.ID), m.b.checksFailed.Load())
 	}
 }
 

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,9 @@ func (s *Snapshot) Lookup(id string) *Backend {
 
 // Options configure a Pool.
 type Options struct {
+	// Name is the pool's name in logs and metrics; "" is
+	// config.DefaultPool.
+	Name   string
 	Client ClientOptions
 	Rise   int // consecutive good checks that bring a down backend up
 	Fall   int // consecutive bad checks, or failed connections, that take an up backend down
@@ -78,6 +82,7 @@ type Options struct {
 // safe for concurrent use. Changes are serialized by a mutex that the request
 // path never takes; every change publishes a new Snapshot.
 type Pool struct {
+	name   string
 	client *clientSettings
 	logger *slog.Logger
 	rise   atomic.Int32
@@ -99,8 +104,11 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Name == "" {
+		opts.Name = config.DefaultPool
+	}
 	client := newClientSettings(opts.Client)
-	p := &Pool{client: client, logger: opts.Logger, watchers: map[int]func(*Snapshot){}}
+	p := &Pool{name: opts.Name, client: client, logger: opts.Logger.With("pool", opts.Name), watchers: map[int]func(*Snapshot){}}
 	p.SetHealthRules(opts.Rise, opts.Fall)
 	p.SetOutlier(opts.Outlier)
 	p.SetSlowStart(opts.SlowStart)
@@ -111,6 +119,33 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	p.snap.Store(build(all))
 	return p
 }
+
+// OptionsFor are the options of the pool pc configures: its timeouts,
+// health rules, outlier detection and slow start; headers of answers up to
+// maxHeaderBytes.
+func OptionsFor(pc *config.Pool, maxHeaderBytes int, backendTLS *tls.Config, logger *slog.Logger) Options {
+	return Options{
+		Name: pc.Name,
+		Client: ClientOptions{ConnectTimeout: pc.ConnectTimeout, BackendTimeout: pc.BackendTimeout,
+			MaxHeaderBytes: maxHeaderBytes, TLS: backendTLS},
+		Rise: pc.HealthCheck.Rise, Fall: pc.HealthCheck.Fall,
+		Outlier: pc.Outlier, SlowStart: pc.SlowStart, Logger: logger,
+	}
+}
+
+// Configure applies pc's settings (OptionsFor, but the backends' TLS and
+// header limit, which stay) from the next request and report on. It does
+// not change the backends: Apply does.
+func (p *Pool) Configure(pc *config.Pool) {
+	p.SetConnectTimeout(pc.ConnectTimeout)
+	p.SetBackendTimeout(pc.BackendTimeout)
+	p.SetHealthRules(pc.HealthCheck.Rise, pc.HealthCheck.Fall)
+	p.SetOutlier(pc.Outlier)
+	p.SetSlowStart(pc.SlowStart)
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.name }
 
 // SetHealthRules changes rise and fall; they apply from the next report.
 func (p *Pool) SetHealthRules(rise, fall int) {

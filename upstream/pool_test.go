@@ -257,19 +257,19 @@ func TestMetricsOutput(t *testing.T) {
 	p.WriteMetrics(&sb)
 	out := sb.String()
 	for _, want := range []string{
-		`fastlb_requests_total{backend="127.0.0.1:1",code="200"} 2`,
-		`fastlb_requests_total{backend="127.0.0.1:1",code="502"} 1`,
-		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="0.005"} 1`,
-		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="0.05"} 2`,
-		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="10"} 2`,
-		`fastlb_request_duration_seconds_bucket{backend="127.0.0.1:1",le="+Inf"} 3`,
-		`fastlb_request_duration_seconds_sum{backend="127.0.0.1:1"} 20.033`,
-		`fastlb_request_duration_seconds_count{backend="127.0.0.1:1"} 3`,
-		`fastlb_backend_up{backend="127.0.0.1:1"} 1`,
-		`fastlb_backend_active_requests{backend="127.0.0.1:1"} 0`,
-		`fastlb_backend_weight{backend="127.0.0.1:1"} 3`,
-		`fastlb_health_checks_total{backend="127.0.0.1:1",result="ok"} 1`,
-		`fastlb_health_checks_total{backend="127.0.0.1:1",result="fail"} 1`,
+		`fastlb_requests_total{pool="default",backend="127.0.0.1:1",code="200"} 2`,
+		`fastlb_requests_total{pool="default",backend="127.0.0.1:1",code="502"} 1`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.005"} 1`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.05"} 2`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="10"} 2`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="+Inf"} 3`,
+		`fastlb_request_duration_seconds_sum{pool="default",backend="127.0.0.1:1"} 20.033`,
+		`fastlb_request_duration_seconds_count{pool="default",backend="127.0.0.1:1"} 3`,
+		`fastlb_backend_up{pool="default",backend="127.0.0.1:1"} 1`,
+		`fastlb_backend_active_requests{pool="default",backend="127.0.0.1:1"} 0`,
+		`fastlb_backend_weight{pool="default",backend="127.0.0.1:1"} 3`,
+		`fastlb_health_checks_total{pool="default",backend="127.0.0.1:1",result="ok"} 1`,
+		`fastlb_health_checks_total{pool="default",backend="127.0.0.1:1",result="fail"} 1`,
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("missing %s in:\n%s", want, out)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,6 @@ import (
 	"fastlb/adminapi"
 	"fastlb/config"
 	"fastlb/frontend"
-	"fastlb/healthcheck"
 	"fastlb/proxy"
 	"fastlb/tlsconf"
 	"fastlb/upstream"
@@ -36,11 +36,14 @@ type app struct {
 	level   *slog.LevelVar
 	stderr  io.Writer
 
-	pool        *upstream.Pool
+	// pools are the pools in force by name; a reload changes them, with
+	// changing held. ups lists their upstream pools for readers.
+	pools       map[string]*pool
+	ups         atomic.Pointer[[]*upstream.Pool]
+	backendTLS  *tls.Config
 	proxy       *proxy.Proxy
-	unwatch     func() // detaches the current policy, hash and cookie table from the pool
+	unwatch     func() // detaches the current policies, hashes and cookie tables from the pools
 	secret      []byte // sticky cookie key generated at start, used when the file sets none
-	checker     *healthcheck.Checker
 	accessLog   *proxy.AccessLog
 	accessFile  *os.File           // nil for "stderr"
 	servers     []*frontend.Server // the plain listener's, then the HTTPS listener's
@@ -51,8 +54,6 @@ type app struct {
 	tlsListener *tlsconf.Listener // nil without "tls"
 	stopTickets chan struct{}
 	served      chan error
-	stopHC      context.CancelFunc
-	hcDone      chan struct{}
 
 	// changing is held by whatever applies a configuration: a reload
 	// (SIGHUP or the admin API), and an admin API change with its
@@ -123,7 +124,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	setLevel(level, cfg.LogLevel)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	a := &app{cfgPath: cfgPath, logger: logger, level: level, stderr: stderr,
-		hcDone: make(chan struct{}), stopTickets: make(chan struct{}), stopWatch: make(chan struct{})}
+		stopTickets: make(chan struct{}), stopWatch: make(chan struct{})}
 	a.cfg.Store(cfg)
 	if sec != nil {
 		a.secret = sec.CookieSecret
@@ -199,19 +200,15 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 			metrics.WriteGaugeUint64(w, fmt.Sprintf("fastlb_tls_certificate_not_after_seconds{file=%q}", na.File), uint64(max(na.Time.Unix(), 0)))
 		}
 	})
-	a.pool = upstream.NewPool(cfg.Backends, upstream.Options{
-		Client:    upstream.ClientOptions{ConnectTimeout: cfg.ConnectTimeout, BackendTimeout: cfg.BackendTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, TLS: backendTLS},
-		Rise:      cfg.HealthCheck.Rise,
-		Fall:      cfg.HealthCheck.Fall,
-		Outlier:   cfg.Outlier,
-		SlowStart: cfg.SlowStart,
-		Logger:    logger,
-	})
-	settings, err := a.settings(cfg)
+	// Every pool's backends are checked once before the proxy serves.
+	a.backendTLS = backendTLS
+	a.pools = newPools(cfg, backendTLS, logger)
+	a.publishPools(cfg)
+	settings, err := a.settings(cfg, a.pools)
 	if err != nil {
 		return nil, err
 	}
-	a.proxy = proxy.New(a.pool, settings, proxy.Options{Logger: logger, Metrics: set,
+	a.proxy = proxy.New(settings, proxy.Options{Logger: logger, Metrics: set,
 		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
 	if err := a.openAccessLog(cfg.AccessLog); err != nil {
 		return nil, err
@@ -224,7 +221,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	fopts.ErrorHandler, fopts.Logger = proxy.ErrorHandler, logger
 	fopts.Panics = set.NewCounter("fastlb_panics_total")
 	fopts.Returned = set.NewCounter("fastlb_memory_returned_total")
-	fopts.AfterBurst = a.pool.CloseIdleConnections
+	fopts.AfterBurst = a.closeIdleConnections
 	a.servers = append(a.servers, frontend.New(plain, fopts))
 	if tlsLn != nil {
 		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, fopts))
@@ -243,16 +240,13 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		return 0
 	})
 	api := adminapi.New(adminapi.Options{
-		Pool: a.pool, Runtime: a, ConfigPath: cfgPath, Metrics: set,
+		Runtime: a, ConfigPath: cfgPath, Metrics: set,
 		Version: version, Started: time.Now(), Logger: logger,
 	})
 	a.adminServer = api.NewServer()
-
-	a.checker = healthcheck.New(a.pool, cfg, backendTLS)
-	hcCtx, stopHC := context.WithCancel(context.Background())
-	a.stopHC = stopHC
-	a.checker.RunOnce(hcCtx)
-	go func() { a.checker.Run(hcCtx); close(a.hcDone) }()
+	for _, pl := range a.pools {
+		pl.run()
+	}
 
 	a.served = make(chan error, len(listeners))
 	go func() { a.served <- a.servers[0].Serve(ln) }()
@@ -264,7 +258,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	}
 	go func() { a.served <- a.adminServer.Serve(frontend.RetryAccepts(adminLn, a.logger)) }()
 
-	snap := a.pool.Snapshot()
+	snap := a.pools[config.DefaultPool].up.Snapshot()
 	var backends []string
 	for _, b := range snap.All {
 		state := "down"
@@ -280,9 +274,19 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	attrs = append(attrs, "admin", "http://"+adminLn.Addr().String(), "strategy", cfg.Strategy,
 		"sticky", cfg.Sticky.Mode, "backends", strings.Join(backends, " "),
 		"healthy", fmt.Sprintf("%d/%d", len(snap.Eligible), len(snap.All)))
+	if len(cfg.Pools) > 0 || len(cfg.Routes) > 0 {
+		var pools []string
+		for _, up := range a.Pools()[1:] {
+			s := up.Snapshot()
+			pools = append(pools, fmt.Sprintf("%s(%d/%d healthy)", up.Name(), len(s.Eligible), len(s.All)))
+		}
+		attrs = append(attrs, "pools", strings.Join(pools, " "), "routes", len(cfg.Routes))
+	}
 	logger.Info("fastlb serving", attrs...)
-	if len(snap.Eligible) == 0 {
-		logger.Warn("no backend is healthy: requests get 503 until one is")
+	for _, up := range a.Pools() {
+		if s := up.Snapshot(); len(s.All) > 0 && len(s.Eligible) == 0 {
+			logger.Warn("no backend of the pool is healthy: its requests get 503 until one is", "pool", up.Name())
+		}
 	}
 	if os.Getenv(envReadyFD) != "" {
 		// Started by a binary upgrade: take over as the unit's main process,
@@ -327,6 +331,23 @@ func fileError(path string, err error) error {
 
 // Config implements adminapi.Runtime.
 func (a *app) Config() *config.Config { return a.cfg.Load() }
+
+// Pools implements adminapi.Runtime: the pools in force, the default first.
+func (a *app) Pools() []*upstream.Pool { return *a.ups.Load() }
+
+// publishPools makes a.pools, in cfg's order, what Pools returns.
+func (a *app) publishPools(cfg *config.Config) {
+	list := poolList(cfg, a.pools)
+	a.ups.Store(&list)
+}
+
+// closeIdleConnections closes every backend's idle connections, after a
+// burst.
+func (a *app) closeIdleConnections() {
+	for _, up := range a.Pools() {
+		up.CloseIdleConnections()
+	}
+}
 
 // openAccessLog starts the access log, or points it at a reopened file.
 func (a *app) openAccessLog(dest string) error {
@@ -414,32 +435,78 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 			return nil, err
 		}
 	}
+	// New pools are built and checked before anything changes; a request
+	// sees the old routes and pools or the new, never a mix.
+	pools := make(map[string]*pool, len(next.Pools)+1)
+	var added []*pool
+	for _, pc := range next.AllPools() {
+		if pl := a.pools[pc.Name]; pl != nil {
+			pools[pc.Name] = pl
+			continue
+		}
+		pl := newPool(pc, next, a.backendTLS, a.logger)
+		pools[pc.Name], added = pl, append(added, pl)
+	}
 	unwatch := a.unwatch
-	settings, err := a.settings(next)
+	settings, err := a.settings(next, pools)
 	if err != nil {
+		for _, pl := range added {
+			pl.close(true)
+		}
 		return nil, err
+	}
+	res.Pools = map[string]upstream.Diff{}
+	for _, pl := range added {
+		res.Pools[pl.up.Name()] = upstream.Diff{Added: backendIDs(pl.up)}
+	}
+	for _, pc := range next.AllPools() {
+		pl := pools[pc.Name]
+		if _, isNew := res.Pools[pc.Name]; isNew {
+			continue
+		}
+		pl.up.Configure(pc)
+		pl.checker.Reconfigure(pc, next.MaxHeaderBytes)
+		d := pl.up.Apply(pc.Backends, func(fresh []*upstream.Backend) {
+			pl.checker.CheckAll(context.Background(), fresh)
+		})
+		if pc.Name == config.DefaultPool {
+			res.Backends = d
+		} else {
+			res.Pools[pc.Name] = d
+		}
 	}
 	a.proxy.Reconfigure(settings)
 	unwatch()
-	a.pool.SetConnectTimeout(next.ConnectTimeout)
-	a.pool.SetBackendTimeout(next.BackendTimeout)
-	a.pool.SetHealthRules(next.HealthCheck.Rise, next.HealthCheck.Fall)
-	a.pool.SetOutlier(next.Outlier)
-	a.pool.SetSlowStart(next.SlowStart)
-	a.checker.Reconfigure(next)
+	for name, pl := range a.pools {
+		if pools[name] == nil {
+			res.Pools[name] = upstream.Diff{Removed: backendIDs(pl.up)}
+			pl.close(true)
+		}
+	}
+	for _, pl := range added {
+		pl.run()
+	}
+	a.pools = pools
+	a.publishPools(next)
 	setLevel(a.level, next.LogLevel)
-	res.Backends = a.pool.Apply(next.Backends, func(fresh []*upstream.Backend) {
-		a.checker.CheckAll(context.Background(), fresh)
-	})
 	a.cfg.Store(next)
 	return res, nil
 }
 
-// settings builds the proxy's settings for cfg, watching the pool; the
-// watches replace a.unwatch, and the caller detaches the old ones once the
-// proxy no longer uses them.
-func (a *app) settings(cfg *config.Config) (proxy.Settings, error) {
-	s, unwatch, err := proxy.SettingsFor(cfg, a.pool, a.secret)
+// backendIDs are the ids of up's backends.
+func backendIDs(up *upstream.Pool) []string {
+	var ids []string
+	for _, b := range up.Snapshot().All {
+		ids = append(ids, b.ID)
+	}
+	return ids
+}
+
+// settings builds the proxy's settings for cfg over pools; the watches
+// replace a.unwatch, and the caller detaches the old ones once the proxy
+// no longer uses them.
+func (a *app) settings(cfg *config.Config, pools map[string]*pool) (proxy.Settings, error) {
+	s, unwatch, err := proxy.SettingsFor(cfg, func(name string) *upstream.Pool { return pools[name].up }, a.secret)
 	if err != nil {
 		return s, err
 	}
@@ -458,6 +525,12 @@ func (a *app) reloadOnSignal() {
 	a.logger.Info("configuration reloaded", "file", a.cfgPath,
 		"added", res.Backends.Added, "removed", res.Backends.Removed, "updated", res.Backends.Updated,
 		"unchanged", res.Backends.Unchanged, "applied", res.Applied)
+	for name, d := range res.Pools {
+		if len(d.Added)+len(d.Removed)+len(d.Updated) > 0 {
+			a.logger.Info("pool reloaded", "pool", name, "added", d.Added, "removed", d.Removed, "updated", d.Updated,
+				"unchanged", d.Unchanged)
+		}
+	}
 	if len(res.RestartRequired) > 0 {
 		a.logger.Warn("changed settings need a restart to take effect; their old values stay in force",
 			"settings", res.RestartRequired)
@@ -489,9 +562,9 @@ func (a *app) shutdown() {
 		a.proxy.CloseTunnels(0)
 	}
 	close(a.stopTickets)
-	a.stopHC()
-	<-a.hcDone
-	a.pool.Close()
+	for _, pl := range a.pools {
+		pl.close(false)
+	}
 	a.adminServer.Shutdown() //nolint:errcheck // the admin API has no long requests
 	for range cap(a.served) {
 		if err := <-a.served; err != nil {

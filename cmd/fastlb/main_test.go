@@ -480,8 +480,8 @@ func TestAdminAPIAndAccessLogFile(t *testing.T) {
 	metricsOut, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		fmt.Sprintf(`fastlb_requests_total{backend=%q,code="200"} 1`, a.Addr()),
-		fmt.Sprintf(`fastlb_backend_up{backend=%q} 1`, a.Addr()),
+		fmt.Sprintf(`fastlb_requests_total{pool="default",backend=%q,code="200"} 1`, a.Addr()),
+		fmt.Sprintf(`fastlb_backend_up{pool="default",backend=%q} 1`, a.Addr()),
 		"fastlb_client_connections ", "fastlb_no_backend_total 0", "fastlb_retries_total 0",
 		"process_resident_memory_bytes", "go_goroutines",
 	} {

@@ -34,8 +34,12 @@ func reloadingState() string {
 
 // statusLine is the one-line STATUS= summary systemctl status shows.
 func (a *app) statusLine() string {
-	snap := a.pool.Snapshot()
-	return fmt.Sprintf("STATUS=serving on %s; %d/%d backends healthy", a.listenAddr, len(snap.Eligible), len(snap.All))
+	eligible, all := 0, 0
+	for _, up := range a.Pools() {
+		snap := up.Snapshot()
+		eligible, all = eligible+len(snap.Eligible), all+len(snap.All)
+	}
+	return fmt.Sprintf("STATUS=serving on %s; %d/%d backends healthy", a.listenAddr, eligible, all)
 }
 
 // watchdog sends WATCHDOG=1 at half the unit's WatchdogSec while fastlb's
