@@ -221,7 +221,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 	}
 	st := p.settings.Load()
 	pl := st.Default
-	if rt := st.routes.match(&req.Header); rt != nil {
+	if rt := st.routes.match(req); rt != nil {
 		out.route, pl = rt, rt.pool
 	} else if pl != nil && len(pl.Upstream.Snapshot().All) == 0 {
 		pl = nil

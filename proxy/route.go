@@ -81,10 +81,11 @@ func newRoutes(rs []Route) routes {
 
 // match returns the route of the request, or nil, and strips the route's
 // prefix from the request's path when it says so.
-func (rs *routes) match(h *fasthttp.RequestHeader) *route {
+func (rs *routes) match(req *fasthttp.Request) *route {
 	if len(rs.all) == 0 {
 		return nil
 	}
+	h := &req.Header
 	uri := h.RequestURI()
 	host, path, pathStart := routing.Target(uri, h.Host())
 	i := rs.table.Match(host, path)
@@ -93,14 +94,14 @@ func (rs *routes) match(h *fasthttp.RequestHeader) *route {
 	}
 	rt := &rs.all[i]
 	if rt.strip > 0 {
-		stripPrefix(h, uri, pathStart, rt.strip)
+		stripPrefix(req, uri, pathStart, rt.strip)
 	}
 	return rt
 }
 
 // stripPrefix removes the n bytes of the path's prefix from the request
-// target uri (h's), keeping one leading "/" and the query as they were.
-func stripPrefix(h *fasthttp.RequestHeader, uri []byte, pathStart, n int) {
+// target uri (req's), keeping one leading "/" and the query as they were.
+func stripPrefix(req *fasthttp.Request, uri []byte, pathStart, n int) {
 	rest := uri[pathStart:] // an absolute-form target without a path: nothing to strip
 	if len(rest) > 0 && rest[0] == '/' {
 		rest = rest[n:]
@@ -111,7 +112,9 @@ func stripPrefix(h *fasthttp.RequestHeader, uri []byte, pathStart, n int) {
 		b = append(b, '/')
 	}
 	b = append(b, rest...)
-	h.SetRequestURIBytes(b)
+	// The request's, not its header's: a URI the server parsed already
+	// must be parsed again from the new target.
+	req.SetRequestURIBytes(b)
 }
 
 // rewriteRequest applies the route's request header rules.
