@@ -187,7 +187,8 @@ func TestPoolsApart(t *testing.T) {
 	  "backends": ["{web}"],
 	  "pools": {"api": {"backends": ["{a1}", "{a2}"], "sticky": {"mode": "header", "header": "X-User"}},
 	            "gone": {"backends": ["http://127.0.0.1:1"], "retries": 0}},
-	  "routes": [{"path_prefix": "/api/", "pool": "api"}, {"path_prefix": "/gone/", "pool": "gone"}]}`)
+	  "routes": [{"path_prefix": "/api/", "pool": "api"},
+	             {"path_prefix": "/gone/", "pool": "gone", "set_response_headers": {"Cache-Control": "no-store"}}]}`)
 	seen := map[string]int{}
 	for range 10 {
 		resp, _ := h.do("GET", "/api/x", "", "X-User", "alice")
@@ -196,8 +197,8 @@ func TestPoolsApart(t *testing.T) {
 	if len(seen) != 1 || seen["web"] != 0 {
 		t.Errorf("sticky by header within the pool: %v", seen)
 	}
-	if resp, _ := h.do("GET", "/gone/x", ""); resp.StatusCode != 503 {
-		t.Errorf("a pool without a healthy backend: %d", resp.StatusCode)
+	if resp, _ := h.do("GET", "/gone/x", ""); resp.StatusCode != 503 || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("a pool without a healthy backend: %d %v", resp.StatusCode, resp.Header)
 	}
 	if resp, _ := h.do("GET", "/", ""); resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "web" {
 		t.Errorf("default pool: %d %s", resp.StatusCode, resp.Header.Get("X-Backend"))
