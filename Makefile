@@ -45,7 +45,7 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-## fuzz: longer fuzzing of the parsers: configuration, admin API JSON, cookies, request and response headers
+## fuzz: longer fuzzing of the parsers: configuration, admin API JSON, cookies, request and response headers, routes
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime 1m ./config
@@ -53,6 +53,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPeekCookie$$' -fuzztime 1m ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime 2m ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzResponseHeader$$' -fuzztime 2m ./upstream
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime 1m ./routing
+	$(GO) test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime 1m ./routing
 
 ## bench: end-to-end scenarios against direct, fastlb, HAProxy and nginx (QUICK=1: about a minute)
 NCPU      := $(shell nproc 2>/dev/null || echo 2)
@@ -64,9 +66,9 @@ bench: build
 bench-deps:
 	apt-get update && apt-get install -y wrk haproxy nginx
 
-## bench-go: the Go benchmarks of the balancers and the request path
+## bench-go: the Go benchmarks of the balancers, the route table and the request path
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./routing ./proxy
 
 ## install: the binary, the systemd unit and /etc/fastlb/config.json (kept if present); DESTDIR and PREFIX apply
 install:

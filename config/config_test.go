@@ -439,17 +439,28 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(seed))
 	f.Add([]byte(`{"backends": [{"url": "http://a:1", "weight": 3}], "health_check": {"expect_status": "200,204"}}`))
 	f.Add([]byte(`{"max_header_bytes": "16KiB", "retries": 10}`))
+	f.Add([]byte(`{"pools": {"api": {"backends": ["http://a:1"], "sticky": {"mode": "ip"}}},
+	  "routes": [{"host": "*.a.example", "path_prefix": "/v1/", "pool": "api", "strip_prefix": true,
+	              "set_request_headers": {"X-A": "1"}, "remove_request_headers": ["X-B"]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if (c == nil) == (err == nil) {
 			t.Fatalf("Parse must return exactly one of config and error: %v %v", c, err)
 		}
 		if c != nil {
-			for _, b := range c.Backends {
-				if b.Addr == "" || b.ID == "" || b.Weight < 0 || b.Weight > MaxWeight {
-					t.Fatalf("accepted an unresolved backend: %+v", b)
+			for _, p := range c.AllPools() {
+				for _, b := range p.Backends {
+					if b.Addr == "" || b.ID == "" || b.Weight < 0 || b.Weight > MaxWeight {
+						t.Fatalf("accepted an unresolved backend: %+v", b)
+					}
 				}
 			}
+			for _, r := range c.Routes {
+				if c.PoolNamed(r.Pool) == nil || r.Host == "" && r.PathPrefix == "" {
+					t.Fatalf("accepted a route to nowhere: %+v", r)
+				}
+			}
+			View(c)
 		}
 	})
 }

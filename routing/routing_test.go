@@ -324,3 +324,25 @@ func TestMatchAllocs(t *testing.T) {
 		t.Fatal("slash changed")
 	}
 }
+
+// FuzzTarget: any request target and Host give a host and path that are
+// parts of them, and a path start within the target.
+func FuzzTarget(f *testing.F) {
+	for _, s := range []string{"/a?b", "http://h/x", "HTTPS://u@h:1", "*", "http://", "https://[::1]:8/p#f", "x://y"} {
+		f.Add(s, "host.example")
+	}
+	f.Fuzz(func(t *testing.T, uri, hostHeader string) {
+		host, path, start := Target([]byte(uri), []byte(hostHeader))
+		if start < 0 || start > len(uri) {
+			t.Fatalf("path start %d outside %q", start, uri)
+		}
+		if !strings.Contains(uri, string(host)) && !strings.Contains(hostHeader, string(host)) {
+			t.Fatalf("host %q from neither %q nor %q", host, uri, hostHeader)
+		}
+		if string(path) != "/" && !strings.HasPrefix(uri[start:], string(path)) {
+			t.Fatalf("path %q is not at %d of %q", path, start, uri)
+		}
+		var buf [maxHost]byte
+		normalHost(buf[:0], host)
+	})
+}

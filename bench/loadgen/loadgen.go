@@ -20,10 +20,13 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Addr      string        // host:port to connect to
-	HTTPS     bool          // TLS, without verifying the certificate
-	Path      string        // request target, "/" by default
-	Host      string        // Host header; Addr by default
+	Addr  string // host:port to connect to
+	HTTPS bool   // TLS, without verifying the certificate
+	Path  string // request target, "/" by default
+	Host  string // Host header; Addr by default
+	// Hosts, when set, are the Host headers of the requests in turn, each
+	// connection starting at its own place (Host is then not used).
+	Hosts     []string
 	Method    string        // "GET" by default
 	BodySize  int           // request body of that many bytes
 	Conns     int           // concurrent connections (and, closed loop, requests in flight)
@@ -121,7 +124,14 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.HTTPS {
 		scheme = "https://"
 	}
-	url := scheme + cfg.Host + cfg.Path
+	hosts := cfg.Hosts
+	if len(hosts) == 0 {
+		hosts = []string{cfg.Host}
+	}
+	urls := make([]string, len(hosts))
+	for i, h := range hosts {
+		urls[i] = scheme + h + cfg.Path
+	}
 
 	var (
 		mu       sync.Mutex
@@ -159,6 +169,7 @@ func Run(cfg Config) (*Result, error) {
 			// its own place in the cycle of sizes.
 			next := start.Add(time.Duration(w) * interval / time.Duration(cfg.Conns))
 			burst, left := w%len(cfg.Bursts), 0 // the next burst's place; requests left of this one
+			host := w * len(hosts) / cfg.Conns  // the next request's place in hosts
 		send:
 			for {
 				var due time.Time // latency is measured from it
@@ -184,9 +195,10 @@ func Run(cfg Config) (*Result, error) {
 					next = next.Add(interval)
 				}
 				req.Reset()
-				req.SetRequestURI(url)
+				req.SetRequestURI(urls[host])
 				req.Header.SetMethod(cfg.Method)
-				req.Header.SetHost(cfg.Host)
+				req.Header.SetHost(hosts[host])
+				host = (host + 1) % len(hosts)
 				for _, kv := range cfg.Headers {
 					req.Header.Set(kv[0], kv[1])
 				}

@@ -35,6 +35,9 @@ func (r *runner) startFastlb(sc scenario, ports []string, bin string, offset int
 	if sc.fastlb != "" {
 		extra = ", " + sc.fastlb
 	}
+	if sc.routes > 0 {
+		extra += ", " + fastlbRoutes(sc, urls)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", fastlbPort+offset)
 	if sc.https {
 		cert, key, _, err := r.certs()
@@ -53,6 +56,37 @@ func (r *runner) startFastlb(sc scenario, ports []string, bin string, offset int
 	env := append([]string{"GOMAXPROCS=1"}, r.unitEnv...)
 	cmd, err := r.start(r.proxyCPU, env, bin, "-config", path)
 	return cmd, addr, err
+}
+
+// fastlbRoutes is the routing scenario's "pools" and "routes": pools p0,
+// p1, ... of the same backends, and a route for each host name to one.
+func fastlbRoutes(sc scenario, urls []string) string {
+	var pools, routes []string
+	for i := range sc.pools {
+		pools = append(pools, fmt.Sprintf(`"p%d": {"backends": [%s]}`, i, strings.Join(urls, ",")))
+	}
+	for i, h := range routeHosts(sc.routes) {
+		routes = append(routes, fmt.Sprintf(`{"host": %q, "pool": "p%d"}`, h, i%sc.pools))
+	}
+	return `"pools": {` + strings.Join(pools, ",") + `}, "routes": [` + strings.Join(routes, ",") + `]`
+}
+
+// haproxyRoutes is the routing scenario for HAProxy: a map file of host
+// names to backends be0, be1, ..., each of the same servers, and the
+// frontend's use_backend rule that reads it.
+func (r *runner) haproxyRoutes(sc scenario, servers string) (useBackend, backends string, err error) {
+	var m, be strings.Builder
+	for i, h := range routeHosts(sc.routes) {
+		fmt.Fprintf(&m, "%s be%d\n", h, i%sc.pools)
+	}
+	path := filepath.Join(r.work, "hosts.map")
+	if err := os.WriteFile(path, []byte(m.String()), 0o600); err != nil {
+		return "", "", err
+	}
+	for i := range sc.pools {
+		fmt.Fprintf(&be, "backend be%d\n    balance roundrobin\n%s", i, servers)
+	}
+	return "    use_backend %[req.hdr(host),lower,map_str(" + path + ")]\n", be.String(), nil
 }
 
 func (r *runner) startHAProxy(sc scenario, ports []string) (*exec.Cmd, string, error) {
@@ -86,6 +120,13 @@ func (r *runner) startHAProxy(sc scenario, ports []string) (*exec.Cmd, string, e
 		// its admin API.
 		global = "\n    stats socket " + r.haproxySocket() + " level admin"
 	}
+	var useBackend, routed string
+	if sc.routes > 0 {
+		var err error
+		if useBackend, routed, err = r.haproxyRoutes(sc, servers.String()); err != nil {
+			return nil, "", err
+		}
+	}
 	cfg := fmt.Sprintf(`global
     nbthread 1
     maxconn 8000%s
@@ -96,10 +137,10 @@ defaults
     timeout server 10s
 frontend fe
     bind %s
-%s    default_backend be
+%s%s    default_backend be
 backend be
     %s
-%s`, global, bind, haproxyForwarded(proto), balance, servers.String())
+%s%s`, global, bind, haproxyForwarded(proto), useBackend, balance, servers.String(), routed)
 	path := filepath.Join(r.work, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err
@@ -152,6 +193,18 @@ func (r *runner) startNginx(sc scenario, ports []string) (*exec.Cmd, string, err
 		fmt.Fprintf(&servers, "server 127.0.0.1:%s; ", p)
 	}
 	w := r.work
+	var routed strings.Builder
+	if sc.routes > 0 {
+		// One upstream per pool, one server block per host name.
+		for i := range sc.pools {
+			fmt.Fprintf(&routed, "    upstream be%d { %s keepalive 32; }\n", i, servers.String())
+		}
+		for i, h := range routeHosts(sc.routes) {
+			fmt.Fprintf(&routed, `    server { listen %s; server_name %s; %s
+        location / { proxy_pass http://be%d; proxy_http_version 1.1; proxy_set_header Connection ""; %s } }
+`, listen, h, tls, i%sc.pools, nginxForwarded)
+		}
+	}
 	cfg := fmt.Sprintf(`worker_processes 1;
 master_process off;
 daemon off;
@@ -163,9 +216,11 @@ http {
     %s
     client_body_buffer_size 64k;
     client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;
+    server_names_hash_bucket_size 128;
+    server_names_hash_max_size 4096;
     upstream be { %s %s keepalive 256; }
-    server {
-        listen %s;
+%s    server {
+        listen %s default_server;
         %s
         location / {
             proxy_pass http://be;
@@ -175,7 +230,7 @@ http {
         }
     }
 }
-`, w, w, nginxRequestID, w, w, w, w, w, sc.nginx, servers.String(), listen, tls, nginxForwarded)
+`, w, w, nginxRequestID, w, w, w, w, w, sc.nginx, servers.String(), routed.String(), listen, tls, nginxForwarded)
 	path := filepath.Join(w, "nginx.conf")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err

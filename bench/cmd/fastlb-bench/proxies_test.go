@@ -88,3 +88,40 @@ func echo(t *testing.T, addr string, headers map[string]string) map[string][]str
 	}
 	return got
 }
+
+// TestPeersAcceptRoutes checks that HAProxy and nginx take the routing
+// scenario's configuration (a map and use_backend; server blocks) and
+// answer for a routed host name and for any other.
+func TestPeersAcceptRoutes(t *testing.T) {
+	backend, err := testbackends.Start("127.0.0.1:0", testbackends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	_, port, _ := net.SplitHostPort(backend.Addr())
+	for _, peer := range []string{"haproxy", "nginx"} {
+		t.Run(peer, func(t *testing.T) {
+			if !installed(peer) {
+				t.Skip(peer + " is not installed (make bench-deps installs it)")
+			}
+			r := &runner{options: options{work: t.TempDir(), proxyCPU: -1}}
+			defer r.stopAll()
+			tg := r.startTarget(scenario{name: "routes", routes: 6, pools: 3}, peer, []string{port})
+			if tg.skipped != "" {
+				t.Fatalf("%s did not start: %s", peer, tg.skipped)
+			}
+			for _, host := range []string{routeHosts(6)[4], "other.example.org"} {
+				req, _ := http.NewRequest("GET", "http://"+tg.addr+"/", nil)
+				req.Host = host
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("%s: %d", host, resp.StatusCode)
+				}
+			}
+		})
+	}
+}

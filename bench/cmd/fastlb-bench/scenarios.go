@@ -29,6 +29,20 @@ type scenario struct {
 	churn    bool // backends added and removed during the run: fastlb's admin API, HAProxy's runtime API
 	idle     int  // idle keep-alive connections to hold instead of load
 	burst    bool // the idle connections send their requests at once, not one after another
+	// routes, when not 0, sends each of as many host names to one of
+	// pools pools of the backends: fastlb's routes, HAProxy's map and
+	// use_backend, nginx's server blocks.
+	routes, pools int
+}
+
+// routeHosts are the host names of the routing scenarios, which the load
+// generator sends in turn.
+func routeHosts(n int) []string {
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("svc%d.example.com", i)
+	}
+	return hosts
 }
 
 func scenarios() []scenario {
@@ -60,6 +74,10 @@ func scenarios() []scenario {
 			haproxy: "balance roundrobin\n    cookie fastlb insert indirect nocache", nginx: "-"},
 		{name: "https", quick: true, https: true, load: small},
 		{name: "admin-churn", load: small, churn: true, nginx: "-"},
+		// 1,000 host names in turn: with no routes (every proxy's one
+		// backend set), and with a route for each to one of 50 pools.
+		{name: "routes-0", load: loadgen.Config{Conns: 64, KeepAlive: true, Hosts: routeHosts(1000)}},
+		{name: "routes-1000", load: loadgen.Config{Conns: 64, KeepAlive: true, Hosts: routeHosts(1000)}, routes: 1000, pools: 50},
 		{name: "idle-10k-conns", idle: 10000},
 		// 5,000 connections that send their one request at once, so that
 		// all are being served together, and then stay open idle: the
