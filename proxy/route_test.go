@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastlb/config"
+	"fastlb/internal/header"
 	"fastlb/testbackends"
 )
 
@@ -241,5 +242,22 @@ func TestRouteAllocs(t *testing.T) {
 	}
 	if string(req.Header.RequestURI()) != "/users/42?full=1" || string(req.Header.Peek("X-Api-Version")) != "1" || len(req.Header.Peek("X-Debug")) != 0 {
 		t.Errorf("rewritten: %s", req.Header.String())
+	}
+}
+
+// Every field the proxy treats as hop-by-hop is refused in a header rule,
+// so a rule cannot undo what RemoveHopByHop did.
+func TestHeaderRulesRefuseHopByHop(t *testing.T) {
+	for _, name := range header.HopFields {
+		for _, rule := range []string{
+			`"set_request_headers": {"` + name + `": "x"}`,
+			`"set_response_headers": {"` + name + `": "x"}`,
+			`"remove_request_headers": ["` + name + `"]`,
+		} {
+			js := `{"pools": {"a": {}}, "routes": [{"host": "a.example", "pool": "a", ` + rule + `}]}`
+			if _, err := config.Parse([]byte(js)); err == nil || !strings.Contains(err.Error(), "hop-by-hop") {
+				t.Errorf("%s: %v", rule, err)
+			}
+		}
 	}
 }
