@@ -132,6 +132,11 @@ func TestRouteRewrites(t *testing.T) {
 	if !strings.Contains(out, `"backend":"api"`) || !strings.Contains(out, `"uri":"/echo?z"`) {
 		t.Errorf("absolute-form request:\n%s", out)
 	}
+	// Without a prefix stripped, too; the backend gets the authority as Host.
+	out = h.raw("GET http://www.shop.example/echo HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
+	if !strings.Contains(out, `"backend":"shop"`) || !strings.Contains(out, `"uri":"/echo"`) || !strings.Contains(out, `["Host","www.shop.example"]`) {
+		t.Errorf("absolute-form request:\n%s", out)
+	}
 }
 
 // Without default backends, a request no route takes gets 404 and is
