@@ -54,8 +54,9 @@ type settings struct {
 	routes routes
 }
 
-// Proxy forwards requests to the backends of a pool. It is safe for
-// concurrent use; ServeHTTP takes no lock and, on success, allocates nothing.
+// Proxy routes requests to its pools and forwards them to their backends.
+// It is safe for concurrent use; ServeHTTP takes no lock and, on success,
+// allocates nothing.
 type Proxy struct {
 	settings  atomic.Pointer[settings]
 	logger    *slog.Logger

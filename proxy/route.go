@@ -12,7 +12,8 @@ import (
 )
 
 // Pool is one pool as the request path uses it: its backends and how they
-// are balanced. It belongs to one Settings and is not changed after.
+// are balanced. It belongs to one Settings, given to New or Reconfigure
+// once, which prepares it; it is not changed after.
 type Pool struct {
 	Name     string
 	Upstream *upstream.Pool
