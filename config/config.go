@@ -8,6 +8,7 @@
 package config
 
 import (
+	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -69,6 +70,14 @@ type Config struct {
 	LogLevel  string // debug, info, warn or error
 	AccessLog string // "off", "stderr" or a file path
 
+	ProxyProtocol ProxyProtocol
+	// RateLimit limits requests per client, or per value of a header; a
+	// route may set its own.
+	RateLimit RateLimit
+	// MaxConnsPerClient is how many connections one client address may
+	// hold open; 0: no limit.
+	MaxConnsPerClient int
+
 	// Pool is the pool named "default": the top-level backends and the
 	// keys every other pool inherits from.
 	Pool
@@ -107,8 +116,45 @@ type Pool struct {
 	// ejection over, added, or out of maint) takes to ramp up to its full
 	// weight; 0: at once.
 	SlowStart time.Duration
+	// SendProxyProtocol is "off", "v1" or "v2": the PROXY protocol header
+	// each backend connection starts with.
+	SendProxyProtocol string
 
 	Backends []Backend
+}
+
+// ProxyProtocol holds the "proxy_protocol" object: PROXY protocol headers
+// read from the peers in front (a TCP load balancer).
+type ProxyProtocol struct {
+	Accept  bool
+	Trusted []string // as written; TrustedNets parsed
+	// TrustedNets are the peers whose header is read (and required).
+	TrustedNets []netip.Prefix
+	Timeout     time.Duration // for the header to arrive
+}
+
+// Rate-limit keys other than "header:NAME".
+const RateKeyIP = "ip"
+
+// RateLimit holds a "rate_limit" object: a token bucket per key.
+type RateLimit struct {
+	Key     string  // RateKeyIP or "header:NAME"
+	Rate    float64 // tokens a second; 0: off
+	Burst   int     // bucket size; 0: one second's worth, at least 1
+	MaxKeys int     // keys held at most; the least recently seen go first
+	// Header is NAME of "header:NAME", canonical; "" for RateKeyIP.
+	Header string
+}
+
+// On reports whether the limit applies.
+func (r *RateLimit) On() bool { return r.Rate > 0 }
+
+// Bucket is the bucket size in force: Burst, or one second's worth.
+func (r *RateLimit) Bucket() int {
+	if r.Burst > 0 {
+		return r.Burst
+	}
+	return max(1, int(math.Ceil(r.Rate)))
 }
 
 // AllPools returns the default pool, then the named pools in file order.
@@ -151,6 +197,8 @@ type Route struct {
 	SetRequestHeaders    []HeaderValue
 	RemoveRequestHeaders []string
 	SetResponseHeaders   []HeaderValue
+	// RateLimit is the route's own limit; nil: the top level's.
+	RateLimit *RateLimit
 
 	index int
 }
@@ -281,6 +329,8 @@ func Defaults() *Config {
 		MaxRequestBody:    64 << 20,
 		LogLevel:          "info",
 		AccessLog:         "off",
+		ProxyProtocol:     ProxyProtocol{Timeout: 3 * time.Second},
+		RateLimit:         RateLimit{Key: RateKeyIP, MaxKeys: 100_000},
 	}
 	c.Pool = Pool{
 		Name:                 DefaultPool,
@@ -299,7 +349,8 @@ func Defaults() *Config {
 			Rise:         2,
 			Fall:         3,
 		},
-		Sticky: Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
+		Sticky:            Sticky{Mode: StickyOff, Cookie: "fastlb", CookieInsert: true},
+		SendProxyProtocol: "off",
 		Outlier: Outlier{Consecutive5xx: 5, ConsecutiveGatewayErrors: 3, Interval: 10 * time.Second,
 			BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50},
 	}

@@ -86,6 +86,8 @@ type decoder struct {
 
 	pools    []member          // the members of "pools", resolved once the top level is decoded
 	poolKeys []map[string]bool // for each of Config.Pools, the keys it sets
+	// routeLimits are the routes' rate_limit members, resolved like pools.
+	routeLimits []later
 }
 
 func (d *decoder) fail(path, format string, args ...any) {

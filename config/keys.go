@@ -91,7 +91,11 @@ var Keys = []Key{
 	},
 	object("backend_tls", Restart, func(c *Config) *BackendTLS { return &c.BackendTLS }, (*decoder).backendTLS, viewBackendTLS, nil),
 	perPool(object("outlier", Reloadable, func(c *Config) *Outlier { return &c.Outlier }, (*decoder).outlier, viewOutlier, (*decoder).checkOutlier)),
+	perPool(scalar("send_proxy_protocol", Reloadable, func(c *Config) *string { return &c.SendProxyProtocol }, (*decoder).stringTo, plain[string], (*decoder).sendProxy)),
 	perPool(scalar("slow_start", Reloadable, func(c *Config) *time.Duration { return &c.SlowStart }, (*decoder).durationTo, duration, nil)),
+	object("proxy_protocol", Reloadable, func(c *Config) *ProxyProtocol { return &c.ProxyProtocol }, (*decoder).proxyProtocolObject, viewProxyProtocol, (*decoder).proxyProtocol),
+	object("rate_limit", Reloadable, func(c *Config) *RateLimit { return &c.RateLimit }, (*decoder).rateLimitObject, viewRateLimit, (*decoder).rateLimit),
+	scalar("max_conns_per_client", Reloadable, func(c *Config) *int { return &c.MaxConnsPerClient }, (*decoder).intTo, plain[int], between(0, 1_000_000)),
 	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string], (*decoder).logLevel),
 	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string], (*decoder).accessLog),
 	{
@@ -227,6 +231,18 @@ func viewTLS(t *TLS) any {
 	return map[string]any{
 		"port": t.Port, "bind": t.Bind, "certificates": certs, "min_version": t.MinVersion, "redirect_http": t.RedirectHTTP,
 	}
+}
+
+func viewProxyProtocol(p *ProxyProtocol) any {
+	trusted := p.Trusted
+	if trusted == nil {
+		trusted = []string{}
+	}
+	return map[string]any{"accept": p.Accept, "trusted": trusted, "timeout": p.Timeout.String()}
+}
+
+func viewRateLimit(r *RateLimit) any {
+	return map[string]any{"key": r.Key, "rate": r.Rate, "burst": r.Burst, "max_keys": r.MaxKeys}
 }
 
 func viewOutlier(o *Outlier) any {

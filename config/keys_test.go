@@ -30,13 +30,16 @@ const everyKey = `{
               "max_ejection_percent": 34},
   "slow_start": "6s",
   "log_level": "debug", "access_log": "stderr",
+  "proxy_protocol": {"accept": true, "trusted": ["10.0.0.0/8", "2001:db8::/32"], "timeout": "5s"},
+  "rate_limit": {"key": "header:x-user", "rate": 2.5, "burst": 10, "max_keys": 5000},
+  "max_conns_per_client": 20, "send_proxy_protocol": "v2",
   "backends": ["http://a:1", {"url": "http://b:2", "weight": 3, "id": "big", "max_conns": 5, "state": "drain"}],
   "pools": {"api": {"strategy": "random-two", "backends": ["http://c:3"], "health_check": {"path": "/up"},
                     "sticky": {"mode": "header", "header": "X-U"}}},
   "routes": [
     {"name": "api", "host": "API.example.com", "path_prefix": "/v1/", "pool": "api", "strip_prefix": true,
      "set_request_headers": {"x-b": "1", "X-A": "2"}, "remove_request_headers": ["x-debug"],
-     "set_response_headers": {"Strict-Transport-Security": "max-age=1"}},
+     "set_response_headers": {"Strict-Transport-Security": "max-age=1"}, "rate_limit": {"key": "ip", "rate": 100}},
     {"host": "*.shop.example", "pool": "default"}
   ]
 }`

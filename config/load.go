@@ -36,6 +36,7 @@ func Parse(data []byte) (*Config, error) {
 	if top != nil {
 		d.fill(cfg, top)
 		d.resolvePools(cfg)
+		d.resolveRouteLimits(cfg)
 		d.decoded = len(d.problems)
 		d.validate(cfg)
 	}
@@ -88,6 +89,23 @@ func (d *decoder) tlsObject(path string, raw json.RawMessage) *TLS {
 		{"redirect_http", d.boolTo(&t.RedirectHTTP)},
 	})
 	return t
+}
+
+func (d *decoder) proxyProtocolObject(path string, raw json.RawMessage, p *ProxyProtocol) {
+	d.apply(path, d.object(path, raw), []field{
+		{"accept", d.boolTo(&p.Accept)},
+		{"trusted", d.stringsTo(&p.Trusted)},
+		{"timeout", d.durationTo(&p.Timeout)},
+	})
+}
+
+func (d *decoder) rateLimitObject(path string, raw json.RawMessage, r *RateLimit) {
+	d.apply(path, d.object(path, raw), []field{
+		{"key", d.stringTo(&r.Key)},
+		{"rate", d.floatTo(&r.Rate)},
+		{"burst", d.intTo(&r.Burst)},
+		{"max_keys", d.intTo(&r.MaxKeys)},
+	})
 }
 
 func (d *decoder) outlier(path string, raw json.RawMessage, o *Outlier) {

@@ -118,9 +118,31 @@ func (d *decoder) routes(path string, raw json.RawMessage) []Route {
 			{"set_request_headers", d.headerValues(&r.SetRequestHeaders)},
 			{"remove_request_headers", d.stringsTo(&r.RemoveRequestHeaders)},
 			{"set_response_headers", d.headerValues(&r.SetResponseHeaders)},
+			{"rate_limit", func(p string, raw json.RawMessage) { d.routeLimits = append(d.routeLimits, later{i, p, raw}) }},
 		})
 	}
 	return out
+}
+
+// later is a member decoded once the top level is: a route's rate_limit,
+// which starts from the top level's.
+type later struct {
+	i    int
+	path string
+	raw  json.RawMessage
+}
+
+// resolveRouteLimits decodes each route's rate_limit over a copy of the
+// top level's, key by key.
+func (d *decoder) resolveRouteLimits(c *Config) {
+	for _, l := range d.routeLimits {
+		if l.i >= len(c.Routes) {
+			continue
+		}
+		rl := c.RateLimit
+		d.rateLimitObject(l.path, l.raw, &rl)
+		c.Routes[l.i].RateLimit = &rl
+	}
 }
 
 // headerValues decodes an object of header names to string values, in
@@ -206,6 +228,9 @@ func (d *decoder) checkRoutes(c *Config) {
 				continue
 			}
 			r.RemoveRequestHeaders[j] = canonical
+		}
+		if r.RateLimit != nil {
+			d.rateLimit(p+".rate_limit", r.RateLimit)
 		}
 		if !hostOK || !prefixOK {
 			continue
@@ -344,6 +369,7 @@ type RouteView struct {
 	SetRequestHeaders    HeaderValues `json:"set_request_headers,omitempty"`
 	RemoveRequestHeaders []string     `json:"remove_request_headers,omitempty"`
 	SetResponseHeaders   HeaderValues `json:"set_response_headers,omitempty"`
+	RateLimit            any          `json:"rate_limit,omitempty"`
 }
 
 // HeaderValues are a route's header settings; they encode as a JSON object
@@ -366,9 +392,13 @@ func (hs HeaderValues) MarshalJSON() ([]byte, error) {
 
 // ViewRoute renders one route as the file holds it.
 func ViewRoute(r *Route) RouteView {
-	return RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, Pool: r.Pool, StripPrefix: r.StripPrefix,
+	v := RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, Pool: r.Pool, StripPrefix: r.StripPrefix,
 		SetRequestHeaders: r.SetRequestHeaders, RemoveRequestHeaders: r.RemoveRequestHeaders,
 		SetResponseHeaders: r.SetResponseHeaders}
+	if r.RateLimit != nil {
+		v.RateLimit = viewRateLimit(r.RateLimit)
+	}
+	return v
 }
 
 // ViewRoutes renders the routes in file order.

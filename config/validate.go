@@ -5,6 +5,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -175,19 +177,61 @@ func (d *decoder) sticky(path string, st *Sticky) {
 	if st.BalanceFactor != 0 && (st.BalanceFactor < 1 || st.BalanceFactor > 100) {
 		d.fail(path+".balance_factor", "must be 0 (off) or between 1 and 100, such as 1.25; not %g", st.BalanceFactor)
 	}
-	st.Trusted = nil
-	for i, s := range st.TrustedProxies {
+	st.Trusted = d.cidrs(path+".trusted_proxies", st.TrustedProxies)
+}
+
+func (d *decoder) proxyProtocol(path string, p *ProxyProtocol) {
+	p.TrustedNets = d.cidrs(path+".trusted", p.Trusted)
+	d.positive(path+".timeout", p.Timeout)
+	if p.Accept && len(p.Trusted) == 0 {
+		d.fail(path+".trusted", "needs the addresses of the proxies in front when accept is true: a header from any peer would let every client choose its address")
+	}
+}
+
+func (d *decoder) rateLimit(path string, r *RateLimit) {
+	r.Header = ""
+	switch name, isHeader := strings.CutPrefix(r.Key, "header:"); {
+	case r.Key == RateKeyIP:
+	case isHeader && isToken(name):
+		r.Header = http.CanonicalHeaderKey(name)
+	default:
+		d.fail(path+".key", `must be "ip" or "header:NAME" with a header name, not %q`, r.Key)
+	}
+	if r.Rate < 0 || r.Rate > 1e9 || math.IsNaN(r.Rate) {
+		d.fail(path+".rate", "must be 0 (off) to 1e9 requests a second, not %g", r.Rate)
+	}
+	if r.Burst < 0 || r.Burst > 1e9 {
+		d.fail(path+".burst", "must be 0 (one second's worth) to 1e9, not %d", r.Burst)
+	}
+	if r.MaxKeys < 1 || r.MaxKeys > 10_000_000 {
+		d.fail(path+".max_keys", "must be 1..10000000, not %d", r.MaxKeys)
+	}
+}
+
+func (d *decoder) sendProxy(path, v string) {
+	switch v {
+	case "off", "v1", "v2":
+	default:
+		d.fail(path, `must be "off", "v1" or "v2", not %q`, v)
+	}
+}
+
+// cidrs parses a list of CIDRs (or single addresses) at path.
+func (d *decoder) cidrs(path string, list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range list {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				d.fail(fmt.Sprintf("%s.trusted_proxies[%d]", path, i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
+				d.fail(fmt.Sprintf("%s[%d]", path, i), "%q is not a CIDR such as \"10.0.0.0/8\" or an IP address", s)
 				continue
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		st.Trusted = append(st.Trusted, p.Masked())
+		out = append(out, p.Masked())
 	}
+	return out
 }
 
 // tls checks the "tls" object's own values; the certificate files are read

@@ -28,6 +28,9 @@ type Settings struct {
 	// Pools are every pool, Default included.
 	Pools  []*Pool
 	Routes []Route
+	// RateLimit applies to the requests of routes without their own, and
+	// to those no route takes.
+	RateLimit config.RateLimit
 	// TunnelIdleTimeout ends an upgraded (WebSocket) connection after that
 	// long without a byte in either direction; 0 keeps it open.
 	TunnelIdleTimeout time.Duration
@@ -52,6 +55,7 @@ type Options struct {
 type settings struct {
 	Settings
 	routes routes
+	limit  *limit // the top level's; nil: none
 }
 
 // Proxy routes requests to its pools and forwards them to their backends.
@@ -70,6 +74,9 @@ type Proxy struct {
 
 	queued        *metrics.Counter
 	queueTimeouts *metrics.Counter
+
+	metrics *metrics.Set
+	limits  limits
 
 	maxBody           int
 	clientReadTimeout time.Duration
@@ -136,6 +143,7 @@ func New(s Settings, opts Options) *Proxy {
 
 		maxBody:           opts.MaxRequestBody,
 		clientReadTimeout: opts.ClientReadTimeout,
+		metrics:           opts.Metrics,
 	}
 	var open atomic.Int64
 	p.tunnels = tunnels{open: map[*tunnel]struct{}{}, count: func(d int) { open.Add(int64(d)) }}
@@ -166,7 +174,19 @@ func (p *Proxy) Reconfigure(s Settings) {
 	for _, pl := range s.Pools {
 		pl.sticky = newSticky(pl.Sticky)
 	}
-	p.settings.Store(&settings{Settings: s, routes: newRoutes(s.Routes)})
+	p.limits.mu.Lock()
+	defer p.limits.mu.Unlock()
+	kept := map[limitKey]*limit{}
+	top := p.limits.get(kept, p.metrics, "", &s.RateLimit)
+	st := &settings{Settings: s, limit: top}
+	st.routes = newRoutes(s.Routes, func(r *config.Route) *limit {
+		if r.RateLimit == nil {
+			return top
+		}
+		return p.limits.get(kept, p.metrics, r.Label(), r.RateLimit)
+	})
+	p.limits.byKey = kept
+	p.settings.Store(st)
 }
 
 // Settings are the settings in use.
@@ -221,11 +241,14 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 		}
 	}
 	st := p.settings.Load()
-	pl := st.Default
+	pl, lim := st.Default, st.limit
 	if rt := st.routes.match(req); rt != nil {
-		out.route, pl = rt, rt.pool
+		out.route, pl, lim = rt, rt.pool, rt.limit
 	} else if pl != nil && len(pl.Upstream.Snapshot().All) == 0 {
 		pl = nil
+	}
+	if lim != nil && !lim.allow(ctx, start) {
+		return
 	}
 	if pl == nil {
 		p.noRoute.Inc()

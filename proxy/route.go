@@ -37,6 +37,7 @@ type Route struct {
 type route struct {
 	label    []byte // in the access log
 	pool     *Pool
+	limit    *limit // nil: none
 	strip    int // length of the prefix to strip; 0: none
 	setReq   []headerValue
 	delReq   [][]byte
@@ -70,12 +71,14 @@ type routes struct {
 	all   []route
 }
 
-func newRoutes(rs []Route) routes {
+// newRoutes prepares rs; limitOf gives each its rate limit.
+func newRoutes(rs []Route, limitOf func(r *config.Route) *limit) routes {
 	cfgs := make([]config.Route, len(rs))
 	all := make([]route, len(rs))
 	for i, r := range rs {
 		cfgs[i] = r.Config
 		all[i] = newRoute(r)
+		all[i].limit = limitOf(&r.Config)
 	}
 	return routes{table: routing.New(cfgs), all: all}
 }
@@ -199,5 +202,6 @@ func SettingsFor(cfg *config.Config, upstreams func(name string) *upstream.Pool,
 		s.Routes = append(s.Routes, Route{Config: r, Pool: byName[r.Pool]})
 	}
 	s.TunnelIdleTimeout = cfg.ClientIdleTimeout
+	s.RateLimit = cfg.RateLimit
 	return s, unwatch, nil
 }

@@ -228,7 +228,7 @@ func TestRouteAllocs(t *testing.T) {
 	for _, r := range cfg.Routes {
 		rs = append(rs, Route{Config: r, Pool: &Pool{Name: "api"}})
 	}
-	routes := newRoutes(rs)
+	routes := newRoutes(rs, func(*config.Route) *limit { return nil })
 	var req fasthttp.Request
 	var resp fasthttp.Response
 	n := testing.AllocsPerRun(200, func() {
