@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,21 @@ type conn struct {
 	rd, wd       sock.LazyDeadline
 	readDeadline time.Time
 	readPending  bool
+
+	// Set before the connection is first served (see admitted).
+	remote  net.Addr    // the client's address from a PROXY protocol header; nil: the peer's
+	pending []byte      // read before serving began; Read returns it first
+	client  netip.Addr  // counted in srv.clients while counted is set
+	counted atomic.Bool // set once client is counted; cleared by whoever uncounts it
+}
+
+// RemoteAddr is the client's address: the one its PROXY protocol header
+// named, else the peer's.
+func (c *conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 // tlsConn is a TLS client connection as fasthttp serves it: crypto/tls's,
@@ -152,6 +168,13 @@ func (c *conn) SetDeadline(t time.Time) error {
 // Read reads, first arming a read deadline left pending, and notes whether
 // it ended at its deadline with nothing read.
 func (c *conn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		if c.pending = c.pending[n:]; len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
 	if c.readPending {
 		c.readPending = false
 		if err := c.armRead(c.readDeadline, c.srv.slack); err != nil {
@@ -197,6 +220,9 @@ func (c *conn) close() error {
 	s.mu.Unlock()
 	if c.state.Swap(stateClosed) == int32(fasthttp.StateHijacked) {
 		s.tunnels.Add(-1)
+	}
+	if c.counted.CompareAndSwap(true, false) {
+		s.clients.release(c.client)
 	}
 	s.open.Add(-1)
 	return c.Conn.Close()

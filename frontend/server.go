@@ -48,6 +48,15 @@ type Options struct {
 	// connections).
 	AfterBurst func()
 	Logger     *slog.Logger
+	// Edge are the checks a connection passes before it is served.
+	Edge Edge
+	// Clients counts connections per client address for
+	// Edge.MaxConnsPerClient; servers that share a limit share one. nil:
+	// the server's own.
+	Clients *Clients
+	// Metrics receives fastlb_client_conns_refused_total{reason}; nil:
+	// a set of the server's own.
+	Metrics *metrics.Set
 }
 
 // Server serves the connections of its listeners with one handler. Its
@@ -71,6 +80,10 @@ type Server struct {
 	setOnce sync.Once
 	set     atomic.Pointer[parkSet] // nil until a connection parks, or if there can be none
 
+	edge    atomic.Pointer[Edge]
+	clients *Clients
+	refused map[string]*metrics.Counter // by reason
+
 	workers  workers
 	watching sync.Once
 	stop     chan struct{} // closed by ShutdownWithContext: watchMemory ends
@@ -87,6 +100,17 @@ func New(handler fasthttp.RequestHandler, o Options) *Server {
 		o.Logger = slog.Default()
 	}
 	s := &Server{handler: handler, opts: o, logger: o.Logger, conns: make(map[*conn]struct{}), stop: make(chan struct{})}
+	s.edge.Store(&o.Edge)
+	if s.clients = o.Clients; s.clients == nil {
+		s.clients = NewClients()
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.NewSet()
+	}
+	s.refused = map[string]*metrics.Counter{}
+	for _, r := range []string{RefusedMaxClientConns, RefusedMaxConnsPerClient, RefusedProxyProtocol} {
+		s.refused[r] = o.Metrics.GetOrCreateCounter(`fastlb_client_conns_refused_total{reason="` + r + `"}`)
+	}
 	idle := o.IdleTimeout
 	if o.ParkIdleAfter > 0 && (idle <= 0 || o.ParkIdleAfter < idle) {
 		s.parkAfter = o.ParkIdleAfter
@@ -223,10 +247,13 @@ func (s *Server) serveListener(ln net.Listener, cfg *tls.Config) error {
 	}
 }
 
-// admit serves a new connection, or refuses it if max_client_conns are open.
+// admit serves a new connection, or refuses it if max_client_conns are
+// open. What else it must pass (Edge) and a TLS handshake take place in the
+// connection's goroutine.
 func (s *Server) admit(nc net.Conn, cfg *tls.Config) {
 	if n := s.open.Add(1); s.opts.MaxConns > 0 && n > int64(s.opts.MaxConns) {
 		s.open.Add(-1)
+		s.countRefused(RefusedMaxClientConns)
 		go refuse(nc, cfg)
 		return
 	}
@@ -235,17 +262,24 @@ func (s *Server) admit(nc net.Conn, cfg *tls.Config) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	if cfg != nil {
-		c.direct = true
-		go func() {
+	e := s.edge.Load()
+	switch {
+	case cfg != nil:
+		go s.admitted(c, e, func(c *conn) {
+			c.direct = true
 			s.serving(1)
 			s.fsTLS.ServeConn(&tlsConn{Conn: tls.Server(c, cfg), c: c}) //nolint:errcheck // fasthttp closes it and answers what it could not serve
 			s.serving(-1)
-		}()
-		return
+		})
+	case e.on():
+		go s.admitted(c, e, nil)
+	default:
+		s.run(c)
 	}
-	s.run(c)
 }
+
+// countRefused counts a connection refused for reason.
+func (s *Server) countRefused(reason string) { s.refused[reason].Inc() }
 
 // refuse answers a connection over max_client_conns with 503 and closes it.
 func refuse(nc net.Conn, cfg *tls.Config) {
@@ -359,7 +393,7 @@ func RetryAccepts(ln net.Listener, logger *slog.Logger) net.Listener {
 }
 
 // FromConfig returns the Options the configuration sets; the caller adds
-// the ErrorHandler, Panics and Logger.
+// the ErrorHandler, Panics, Logger, Metrics and Clients.
 func FromConfig(cfg *config.Config) Options {
 	return Options{
 		MaxConns:       cfg.MaxClientConns,
@@ -368,5 +402,13 @@ func FromConfig(cfg *config.Config) Options {
 		ReadTimeout:    cfg.ClientReadTimeout,
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxRequestBody: cfg.MaxRequestBody,
+		Edge:           EdgeOf(cfg),
 	}
+}
+
+// EdgeOf returns the Edge the configuration sets.
+func EdgeOf(cfg *config.Config) Edge {
+	pp := cfg.ProxyProtocol
+	return Edge{ProxyProtocol: pp.Accept, Trusted: pp.TrustedNets, HeaderTimeout: pp.Timeout,
+		MaxConnsPerClient: cfg.MaxConnsPerClient}
 }

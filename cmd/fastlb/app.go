@@ -222,6 +222,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	fopts.Panics = set.NewCounter("fastlb_panics_total")
 	fopts.Returned = set.NewCounter("fastlb_memory_returned_total")
 	fopts.AfterBurst = a.closeIdleConnections
+	fopts.Metrics, fopts.Clients = set, frontend.NewClients()
 	a.servers = append(a.servers, frontend.New(plain, fopts))
 	if tlsLn != nil {
 		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, fopts))
@@ -477,6 +478,9 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	}
 	a.proxy.Reconfigure(settings)
 	unwatch()
+	for _, s := range a.servers {
+		s.SetEdge(frontend.EdgeOf(next))
+	}
 	for name, pl := range a.pools {
 		if pools[name] == nil {
 			res.Pools[name] = upstream.Diff{Removed: backendIDs(pl.up)}
