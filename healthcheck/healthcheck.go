@@ -49,7 +49,10 @@ type settings struct {
 	method   string
 	interval time.Duration
 	hc       config.HealthCheck
-	client   *fasthttp.Client // HTTP checks; apart from the proxy's pools so a full backend is still checked
+	// proxyHeader starts each check's connection when the pool sends the
+	// PROXY protocol: a LOCAL (v2) or UNKNOWN (v1) one; nil: none.
+	proxyHeader []byte
+	client      *fasthttp.Client // HTTP checks; apart from the proxy's pools so a full backend is still checked
 }
 
 // New returns a checker for the pool, configured by pc's health-check keys;
@@ -65,10 +68,15 @@ func New(pool Pool, pc *config.Pool, maxHeaderBytes int, backendTLS *tls.Config)
 
 // Reconfigure applies pc's health-check keys from the next check on.
 func (c *Checker) Reconfigure(pc *config.Pool, maxHeaderBytes int) {
+	var proxyHeader []byte
+	if v := upstream.ProxyVersion(pc.SendProxyProtocol); v != 0 {
+		proxyHeader = upstream.LocalProxyHeader(v)
+	}
 	c.settings.Store(&settings{
-		method:   pc.HealthCheckMethod,
-		interval: pc.HealthCheckFrequency,
-		hc:       pc.HealthCheck,
+		method:      pc.HealthCheckMethod,
+		interval:    pc.HealthCheckFrequency,
+		hc:          pc.HealthCheck,
+		proxyHeader: proxyHeader,
 		client: &fasthttp.Client{
 			NoDefaultUserAgentHeader:  true,
 			DisablePathNormalizing:    true,
@@ -77,6 +85,7 @@ func (c *Checker) Reconfigure(pc *config.Pool, maxHeaderBytes int) {
 			ReadBufferSize:            max(maxHeaderBytes, 4096),
 			DialDualStack:             true,
 			TLSConfig:                 c.tls, // fasthttp sets ServerName per host
+			Dial:                      dialWith(proxyHeader, pc.HealthCheck.Timeout),
 		},
 	})
 }
@@ -181,7 +190,32 @@ func (st *settings) checkTCP(ctx context.Context, b *upstream.Backend) error {
 	if err != nil {
 		return err
 	}
+	if st.proxyHeader != nil {
+		conn.SetWriteDeadline(time.Now().Add(st.hc.Timeout)) //nolint:errcheck // the write fails instead
+		conn.Write(st.proxyHeader)                           //nolint:errcheck // the connection was made: the check passed
+	}
 	return conn.Close()
+}
+
+// dialWith is the dialer of HTTP checks: each connection starts with
+// header (before a TLS handshake) when it is not nil.
+func dialWith(header []byte, timeout time.Duration) fasthttp.DialFunc {
+	if header == nil {
+		return nil
+	}
+	return func(addr string) (net.Conn, error) {
+		conn, err := fasthttp.DialDualStackTimeout(addr, timeout)
+		if err != nil {
+			return nil, err
+		}
+		conn.SetWriteDeadline(time.Now().Add(timeout)) //nolint:errcheck // the write fails instead
+		if _, err := conn.Write(header); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // as above
+		return conn, nil
+	}
 }
 
 var errTimeout = errors.New("timed out")

@@ -22,6 +22,7 @@ import (
 	"fastlb/frontend"
 	"fastlb/healthcheck"
 	"fastlb/testbackends"
+	"fastlb/tlsconf"
 	"fastlb/upstream"
 )
 
@@ -105,10 +106,14 @@ func (h *harness) start(cfg *config.Config) {
 	h.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.pools = map[string]*upstream.Pool{}
+	backendTLS, err := tlsconf.BackendConfig(cfg.BackendTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, pc := range cfg.AllPools() {
-		up := upstream.NewPool(pc.Backends, upstream.OptionsFor(pc, cfg.MaxHeaderBytes, nil, logger))
+		up := upstream.NewPool(pc.Backends, upstream.OptionsFor(pc, cfg.MaxHeaderBytes, backendTLS, logger))
 		h.pools[pc.Name] = up
-		checker := healthcheck.New(up, pc, cfg.MaxHeaderBytes, nil)
+		checker := healthcheck.New(up, pc, cfg.MaxHeaderBytes, backendTLS)
 		checker.RunOnce(context.Background())
 		if pc.Name == config.DefaultPool {
 			h.pool, h.checker = up, checker

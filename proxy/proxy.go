@@ -334,6 +334,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 				}
 				return
 			}
+		} else if v := b.SendsProxy(); v != 0 {
+			err = b.DoProxied(req, resp, upstream.ProxyHeader(v, ctx.RemoteAddr(), ctx.LocalAddr()))
 		} else {
 			err = b.Client.Do(req, resp)
 		}

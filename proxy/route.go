@@ -38,7 +38,7 @@ type route struct {
 	label    []byte // in the access log
 	pool     *Pool
 	limit    *limit // nil: none
-	strip    int // length of the prefix to strip; 0: none
+	strip    int    // length of the prefix to strip; 0: none
 	setReq   []headerValue
 	delReq   [][]byte
 	setResp  []headerValue

@@ -124,15 +124,25 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *settings, pl *Pool, b
 	var bc net.Conn
 	dialer := &net.Dialer{Timeout: pl.Upstream.ConnectTimeout()}
 	p.upgrades.Inc()
-	if b.Scheme == "https" {
-		bc, err = tls.DialWithDialer(dialer, "tcp", b.Addr, b.Client.TLSConfig)
-	} else {
-		bc, err = dialer.Dial("tcp", b.Addr)
-	}
-	if err != nil {
+	if bc, err = dialer.Dial("tcp", b.Addr); err != nil {
 		return &dialError{addr: b.Addr, err: err}
 	}
 	bc.SetDeadline(time.Now().Add(timeout))
+	if v := b.SendsProxy(); v != 0 {
+		// Before the TLS handshake, if any.
+		if _, err := bc.Write(upstream.ProxyHeader(v, ctx.RemoteAddr(), ctx.LocalAddr())); err != nil {
+			bc.Close()
+			return err
+		}
+	}
+	if b.Scheme == "https" {
+		tc := tls.Client(bc, b.Client.TLSConfig)
+		if err := tc.Handshake(); err != nil {
+			bc.Close()
+			return &dialError{addr: b.Addr, err: err}
+		}
+		bc = tc
+	}
 	bw := bufio.NewWriter(bc)
 	if _, err := h.WriteTo(bw); err != nil {
 		bc.Close()

@@ -50,6 +50,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/valyala/fasthttp"
 )
 
@@ -62,6 +63,10 @@ type Options struct {
 	Size      int           // body size of ordinary answers; 0 = just "backend NAME\n"
 	// TLS, when set, makes the backend speak HTTPS with this certificate.
 	TLS *tls.Certificate
+	// ProxyProtocol, when set, requires a PROXY protocol header (v1 or v2)
+	// at the start of every connection, before TLS; the address it names
+	// is the client's (Echo.Client).
+	ProxyProtocol bool
 }
 
 // Server is one test backend. It is safe for concurrent use.
@@ -100,6 +105,10 @@ func Start(addr string, opts Options) (*Server, error) {
 		StreamRequestBody:            true, // /sink reads bodies of any size
 		CloseOnShutdown:              true,
 		Logger:                       quiet{},
+	}
+	if opts.ProxyProtocol {
+		ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: 5 * time.Second,
+			ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
 	}
 	if opts.TLS != nil {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*opts.TLS}})
@@ -343,6 +352,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 // Echo is what /echo answers: the request exactly as the backend received it.
 type Echo struct {
 	Backend string      `json:"backend"`
+	Client  string      `json:"client"` // the client's address: the peer's, or a PROXY protocol header's
 	Method  string      `json:"method"`
 	URI     string      `json:"uri"` // the request-target, byte for byte
 	Proto   string      `json:"proto"`
@@ -354,6 +364,7 @@ func (s *Server) echo(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	e := Echo{
 		Backend: s.opts.Name,
+		Client:  ctx.RemoteAddr().String(),
 		Method:  string(h.Method()),
 		URI:     string(h.RequestURI()),
 		Proto:   string(h.Protocol()),

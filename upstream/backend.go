@@ -71,6 +71,7 @@ type Backend struct {
 	// Client is the backend's one connection pool. fasthttp's own retries
 	// are off: the proxy decides whether and where to retry.
 	Client *fasthttp.HostClient
+	t      *transport // Client's
 
 	maxConns int64 // 0 = unlimited
 	room     *room // the pool's; Release wakes a request waiting in it
@@ -129,6 +130,9 @@ type clientSettings struct {
 	room           room
 	connectTimeout atomic.Int64
 	backendTimeout atomic.Int64
+	// sendProxy is the PROXY protocol version each connection starts
+	// with, 1 or 2; 0: none (send_proxy_protocol).
+	sendProxy      atomic.Int32
 	maxHeaderBytes int
 	tls            *tls.Config
 
@@ -217,7 +221,8 @@ func newBackend(c config.Backend, opts *clientSettings) *Backend {
 	st, _ := parseState(c.State)
 	b.state.Store(uint32(st))
 	b.Client = newHostClient(c, opts)
-	b.Client.Transport = &transport{b: b, opts: opts}
+	b.t = &transport{b: b, opts: opts}
+	b.Client.Transport = b.t
 	return b
 }
 
@@ -244,7 +249,8 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 	if maxConns == 0 {
 		maxConns = math.MaxInt32 // "unlimited"; fasthttp's default caps at 512
 	}
-	hc := &fasthttp.HostClient{
+	var hc *fasthttp.HostClient
+	hc = &fasthttp.HostClient{
 		Addr: c.Addr,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			// timeout is what is left of the request's deadline (0: none).
@@ -260,6 +266,12 @@ func newHostClient(c config.Backend, opts *clientSettings) *fasthttp.HostClient 
 			}
 			bc := &backendConn{opts: opts}
 			bc.Init(c)
+			if hc.IsTLS && opts.sendProxy.Load() != 0 {
+				// The PROXY protocol header goes before the TLS
+				// handshake: the handshake is left to the first write,
+				// which follows the header (transport.roundTrip).
+				return tls.Client(bc, hc.TLSConfig), nil
+			}
 			return bc, nil
 		},
 		MaxConns:                      maxConns,

@@ -75,6 +75,9 @@ type Options struct {
 	Outlier config.Outlier
 	// SlowStart is how long a backend that comes back ramps up; 0: at once.
 	SlowStart time.Duration
+	// SendProxy is the PROXY protocol version each backend connection
+	// starts with (1 or 2); 0: none.
+	SendProxy int
 	Logger    *slog.Logger
 }
 
@@ -112,6 +115,7 @@ func NewPool(backends []config.Backend, opts Options) *Pool {
 	p.SetHealthRules(opts.Rise, opts.Fall)
 	p.SetOutlier(opts.Outlier)
 	p.SetSlowStart(opts.SlowStart)
+	p.client.sendProxy.Store(int32(opts.SendProxy))
 	all := make([]*Backend, len(backends))
 	for i, c := range backends {
 		all[i] = newBackend(c, client)
@@ -129,7 +133,7 @@ func OptionsFor(pc *config.Pool, maxHeaderBytes int, backendTLS *tls.Config, log
 		Client: ClientOptions{ConnectTimeout: pc.ConnectTimeout, BackendTimeout: pc.BackendTimeout,
 			MaxHeaderBytes: maxHeaderBytes, TLS: backendTLS},
 		Rise: pc.HealthCheck.Rise, Fall: pc.HealthCheck.Fall,
-		Outlier: pc.Outlier, SlowStart: pc.SlowStart, Logger: logger,
+		Outlier: pc.Outlier, SlowStart: pc.SlowStart, SendProxy: ProxyVersion(pc.SendProxyProtocol), Logger: logger,
 	}
 }
 
@@ -142,6 +146,7 @@ func (p *Pool) Configure(pc *config.Pool) {
 	p.SetHealthRules(pc.HealthCheck.Rise, pc.HealthCheck.Fall)
 	p.SetOutlier(pc.Outlier)
 	p.SetSlowStart(pc.SlowStart)
+	p.SetSendProxy(ProxyVersion(pc.SendProxyProtocol))
 }
 
 // Name is the pool's name.

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -89,13 +90,20 @@ type transport struct {
 // request did not go out, and when it did only if its method is idempotent.
 // A request whose body streams is never sent again.
 func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	return false, t.send(hc, req, resp, nil)
+}
+
+// send is RoundTrip, each connection starting with prefix (a PROXY
+// protocol header) when it is not nil: such a connection is a new one, and
+// closed after the request.
+func (t *transport) send(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, prefix []byte) error {
 	if !t.b.TryAcquire() {
-		return false, ErrFull
+		return ErrFull
 	}
 	// Writing a streamed body consumes it: decide before the first attempt.
 	resendable := !req.IsBodyStream()
 	for attempt := 0; ; attempt++ {
-		streaming, err := t.roundTrip(hc, req, resp)
+		streaming, err := t.roundTrip(hc, req, resp, prefix)
 		if stale := staleOf(err); stale != nil {
 			t.b.staleConns.Add(1)
 			hc.CloseIdleConnections()
@@ -106,9 +114,23 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		if !streaming {
 			t.b.Release()
 		}
-		return false, err
+		return err
 	}
 }
+
+// DoProxied sends req to b as its Client's Do does, on a new connection
+// that starts with header (ProxyHeader) and is closed after the answer:
+// a connection that names one client carries no other's requests.
+func (b *Backend) DoProxied(req *fasthttp.Request, resp *fasthttp.Response, header []byte) error {
+	resp.Reset()
+	// As HostClient.Do, so that the request is written the same way.
+	req.URI().DisablePathNormalizing = b.Client.DisablePathNormalizing
+	return b.t.send(b.Client, req, resp, header)
+}
+
+// SendsProxy is the PROXY protocol version b's connections start with, 1
+// or 2; 0: none.
+func (b *Backend) SendsProxy() int { return int(b.t.opts.sendProxy.Load()) }
 
 // staleOf returns the staleConnError in err, or nil. A function of its own
 // so that the variable errors.As needs is allocated on failures only, not
@@ -142,7 +164,7 @@ func Idempotent(req *fasthttp.Request) bool {
 // roundTrip sends req and reads the response header and, unless it
 // streams, the body. It reports whether the body streams; the stream then
 // owns the connection and the backend's in-flight count.
-func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, prefix []byte) (bool, error) {
 	timeout := time.Duration(t.opts.backendTimeout.Load())
 	cc, err := hc.AcquireConn(timeout, req.ConnectionClose())
 	if err != nil {
@@ -152,6 +174,22 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	// fasthttp stamps a connection when it goes back to the pool: a fresh
 	// one has never been.
 	reused := !cc.LastUseTime().IsZero()
+	var raw net.Conn // where prefix goes: under TLS, the connection below it
+	if prefix != nil {
+		raw = conn
+		if tc, ok := conn.(*tls.Conn); ok {
+			raw = tc.NetConn()
+			if tc.ConnectionState().HandshakeComplete {
+				reused = true // made before send_proxy_protocol was on
+			}
+		}
+		if reused {
+			// One kept from before send_proxy_protocol was on: it named
+			// no client. Such connections go, one by one.
+			hc.CloseConn(cc)
+			return t.roundTrip(hc, req, resp, prefix)
+		}
+	}
 
 	writeTimeout := timeout
 	if hc.WriteTimeout > 0 && (writeTimeout <= 0 || hc.WriteTimeout < writeTimeout) {
@@ -176,6 +214,12 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	}
 	if streamed {
 		pacer.Pace(conn, writeTimeout)
+	}
+	if raw != nil {
+		if _, err := raw.Write(prefix); err != nil {
+			hc.CloseConn(cc)
+			return false, timeoutAsErrTimeout(err)
+		}
 	}
 	// Body reads a body held in memory; a streamed one is never read here.
 	body := req.IsBodyStream() || len(req.Body()) > 0
@@ -230,7 +274,8 @@ func (t *transport) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	}
 	// A 101 outside an upgrade (which the proxy sends on a connection of
 	// its own) leaves the connection speaking something else.
-	closeConn := req.ConnectionClose() || resp.ConnectionClose() || resp.StatusCode() == fasthttp.StatusSwitchingProtocols
+	closeConn := req.ConnectionClose() || resp.ConnectionClose() || resp.StatusCode() == fasthttp.StatusSwitchingProtocols ||
+		prefix != nil
 	// The client gets none of the backend connection's own fields, and a
 	// backend closing its connection does not close the client's.
 	header.RemoveHopByHop(&resp.Header, hop)
