@@ -44,6 +44,24 @@ func TestPoolInherits(t *testing.T) {
 	}
 }
 
+// A route's rate_limit starts from the top level's, key by key.
+func TestRouteRateLimitInherits(t *testing.T) {
+	c, err := Parse([]byte(`{"pools": {"api": {}}, "routes": [
+	  {"host": "a.example", "pool": "api", "rate_limit": {"rate": 5}},
+	  {"host": "b.example", "pool": "api"}],
+	  "rate_limit": {"key": "header:x-user", "rate": 100, "burst": 50, "max_keys": 10}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0].RateLimit
+	if r == nil || r.Rate != 5 || r.Burst != 50 || r.MaxKeys != 10 || r.Header != "X-User" || c.Routes[1].RateLimit != nil {
+		t.Errorf("route limits %+v %+v", r, c.Routes[1].RateLimit)
+	}
+	if (&RateLimit{Rate: 2.5}).Bucket() != 3 || (&RateLimit{Rate: 0.1}).Bucket() != 1 || (&RateLimit{Rate: 5, Burst: 2}).Bucket() != 2 {
+		t.Error("Bucket")
+	}
+}
+
 // The original file has one pool, "default", and no routes.
 func TestSeedHasDefaultPoolOnly(t *testing.T) {
 	c, err := Parse([]byte(seed))
@@ -133,6 +151,22 @@ func TestPoolAndRouteErrors(t *testing.T) {
 		{"route name", `{` + pools + `"routes": [{"name": "1st", "host": "a.example", "pool": "api"}]}`, []string{`routes[0].name: "1st" is not a route name`}},
 		{"route name twice", `{` + pools + `"routes": [{"name": "a", "host": "a.example", "pool": "api"}, {"name": "a", "host": "b.example", "pool": "api"}]}`,
 			[]string{`routes[1].name: "a" also names routes[0]`}},
+		{"trusted not a CIDR", `{"proxy_protocol": {"accept": true, "trusted": ["10.0.0.0/8", "nope"]}}`,
+			[]string{`proxy_protocol.trusted[1]: "nope" is not a CIDR`}},
+		{"accept without trusted", `{"proxy_protocol": {"accept": true}}`, []string{`proxy_protocol.trusted: needs the addresses of the proxies in front`}},
+		{"header timeout", `{"proxy_protocol": {"timeout": "0s"}}`, []string{`proxy_protocol.timeout: must be greater than 0`}},
+		{"rate key", `{"rate_limit": {"key": "cookie:x", "rate": 1}}`, []string{`rate_limit.key: must be "ip" or "header:NAME"`}},
+		{"rate header name", `{"rate_limit": {"key": "header:a b", "rate": 1}}`, []string{`rate_limit.key: must be "ip" or "header:NAME"`}},
+		{"rate negative", `{"rate_limit": {"rate": -1, "burst": -2, "max_keys": 0}}`,
+			[]string{`rate_limit.rate: must be 0 (off) to 1e9`, `rate_limit.burst: must be 0`, `rate_limit.max_keys: must be 1..10000000`}},
+		{"rate type", `{"rate_limit": {"rate": "10/s"}}`, []string{`rate_limit.rate: must be a number`}},
+		{"route rate", `{` + pools + `"routes": [{"host": "a.example", "pool": "api", "rate_limit": {"key": "ipv4", "rate": 5}}]}`,
+			[]string{`routes[0].rate_limit.key: must be "ip" or "header:NAME"`}},
+		{"route rate unknown key", `{` + pools + `"routes": [{"host": "a.example", "pool": "api", "rate_limit": {"per": "ip"}}]}`,
+			[]string{`routes[0].rate_limit.per: unknown key`}},
+		{"send proxy", `{"send_proxy_protocol": "v3", "pools": {"a": {"send_proxy_protocol": true}}}`,
+			[]string{`send_proxy_protocol: must be "off", "v1" or "v2", not "v3"`, `pools.a.send_proxy_protocol: must be a string`}},
+		{"conns per client", `{"max_conns_per_client": -1}`, []string{`max_conns_per_client: must be 0..1000000`}},
 		{"route unknown key", `{` + pools + `"routes": [{"host": "a.example", "pool": "api", "prefix": "/"}]}`, []string{`routes[0].prefix: unknown key`}},
 	}
 	for _, tc := range cases {

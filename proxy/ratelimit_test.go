@@ -1,10 +1,18 @@
 package proxy
 
 import (
+	"log/slog"
+	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastlb/config"
+	"fastlb/upstream"
 )
 
 // 60 quick requests at rate 20 and burst 20: about 20 pass, the others get
@@ -67,5 +75,57 @@ func TestRateLimit(t *testing.T) {
 		if resp, _ := h.do("GET", "/free/x", ""); resp.StatusCode != 200 {
 			t.Fatalf("a route without a limit: %d", resp.StatusCode)
 		}
+	}
+}
+
+// A flood of 60,000 distinct keys with max_keys 1000 leaves the heap as it
+// was: the limiter's table is made once, whatever the keys.
+func TestRateLimitKeyFlood(t *testing.T) {
+	cfg, err := config.Parse([]byte(`{"backends": [], "rate_limit": {"key": "header:X-User", "rate": 1, "max_keys": 1000}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	up := upstream.NewPool(nil, upstream.OptionsFor(&cfg.Pool, cfg.MaxHeaderBytes, nil, logger))
+	s, unwatch, err := SettingsFor(cfg, func(string) *upstream.Pool { return up }, []byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unwatch()
+	p := New(s, Options{Logger: logger})
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}, nil)
+	var user [20]byte
+	serve := func(i int) int {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.Header.SetRequestURI("/")
+		ctx.Request.Header.SetHost("h")
+		ctx.Request.Header.SetBytesV("X-User", strconv.AppendInt(user[:0], int64(i), 10))
+		p.ServeHTTP(&ctx)
+		return ctx.Response.StatusCode()
+	}
+	for i := range 1000 { // the table and the request's buffers, warm
+		serve(i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	limited := 0
+	for i := range 60_000 {
+		if serve(1000+i) == 429 {
+			limited++
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if limited != 0 {
+		t.Errorf("%d new keys found their buckets empty", limited)
+	}
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 1<<20 {
+		t.Errorf("the heap grew by %d bytes over 60,000 keys", grown)
+	}
+	if serve(7) != 404 || serve(7) != 429 {
+		t.Error("a key seen again does not find its bucket")
 	}
 }
