@@ -66,9 +66,9 @@ bench: build
 bench-deps:
 	apt-get update && apt-get install -y wrk haproxy nginx
 
-## bench-go: the Go benchmarks of the balancers, the route table and the request path
+## bench-go: the Go benchmarks of the balancers, the route table, the rate limiter and the request path
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./routing ./proxy
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./routing ./ratelimit ./proxy
 
 ## install: the binary, the systemd unit and /etc/fastlb/config.json (kept if present); DESTDIR and PREFIX apply
 install:
