@@ -78,7 +78,7 @@ func scenarios() []scenario {
 		// and track-sc0; nginx's limit_req has no such high rate).
 		{name: "small-get-rate-limit", load: small, fastlb: `"rate_limit": {"rate": 1000000000, "burst": 1000000000}`,
 			haproxy: "balance roundrobin\n    stick-table type ip size 100k expire 30s store http_req_rate(1s)\n    http-request track-sc0 src\n    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000000 }",
-			nginx: "-"},
+			nginx:   "-"},
 		{name: "https", quick: true, https: true, load: small},
 		{name: "admin-churn", load: small, churn: true, nginx: "-"},
 		// 1,000 host names in turn: with no routes (every proxy's one
