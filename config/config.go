@@ -78,6 +78,10 @@ type Config struct {
 	// hold open; 0: no limit.
 	MaxConnsPerClient int
 
+	// Cluster is nil when the file has no "cluster" object: the backends
+	// are the file's alone.
+	Cluster *Cluster
+
 	// Pool is the pool named "default": the top-level backends and the
 	// keys every other pool inherits from.
 	Pool
@@ -121,6 +125,30 @@ type Pool struct {
 	SendProxyProtocol string
 
 	Backends []Backend
+}
+
+// Cluster holds the "cluster" object: a fleet sharing its backends and
+// secrets through etcd.
+type Cluster struct {
+	Name string // this instance's, unique in the fleet
+	Etcd Etcd
+	// CacheFile, when set, keeps the last state applied from etcd, served
+	// when etcd cannot be reached at start.
+	CacheFile string
+}
+
+// Etcd holds "cluster.etcd": how to reach the store.
+type Etcd struct {
+	Endpoints   []string      // URLs, http:// or https://
+	Prefix      string        // under which every key lives, ending in "/"
+	DialTimeout time.Duration // for each call to etcd
+	Username    string
+	// PasswordFile holds the password (read at load into Password).
+	PasswordFile string
+	Password     string
+	CAFile       string // PEM bundle to verify https:// endpoints
+	CertFile     string // client certificate, with KeyFile
+	KeyFile      string
 }
 
 // ProxyProtocol holds the "proxy_protocol" object: PROXY protocol headers

@@ -96,6 +96,16 @@ var Keys = []Key{
 	object("proxy_protocol", Reloadable, func(c *Config) *ProxyProtocol { return &c.ProxyProtocol }, (*decoder).proxyProtocolObject, viewProxyProtocol, (*decoder).proxyProtocol),
 	object("rate_limit", Reloadable, func(c *Config) *RateLimit { return &c.RateLimit }, (*decoder).rateLimitObject, viewRateLimit, (*decoder).rateLimit),
 	scalar("max_conns_per_client", Reloadable, func(c *Config) *int { return &c.MaxConnsPerClient }, (*decoder).intTo, plain[int], between(0, 1_000_000)),
+	{
+		Name: "cluster", Reload: Restart,
+		decode: func(d *decoder, c *Config) func(string, json.RawMessage) {
+			return func(p string, raw json.RawMessage) { c.Cluster = d.clusterObject(p, raw) }
+		},
+		View:  func(c *Config) any { return viewCluster(c.Cluster) },
+		Same:  func(a, b *Config) bool { return reflect.DeepEqual(a.Cluster, b.Cluster) },
+		Keep:  func(dst, src *Config) { dst.Cluster = src.Cluster },
+		check: func(d *decoder, c *Config, path string) { d.cluster(path, c.Cluster) },
+	},
 	scalar("log_level", Reloadable, func(c *Config) *string { return &c.LogLevel }, (*decoder).stringTo, plain[string], (*decoder).logLevel),
 	scalar("access_log", Reloadable, func(c *Config) *string { return &c.AccessLog }, (*decoder).stringTo, plain[string], (*decoder).accessLog),
 	{
@@ -230,6 +240,23 @@ func viewTLS(t *TLS) any {
 	}
 	return map[string]any{
 		"port": t.Port, "bind": t.Bind, "certificates": certs, "min_version": t.MinVersion, "redirect_http": t.RedirectHTTP,
+	}
+}
+
+func viewCluster(c *Cluster) any {
+	if c == nil {
+		return nil
+	}
+	e := c.Etcd
+	endpoints := e.Endpoints
+	if endpoints == nil {
+		endpoints = []string{}
+	}
+	return map[string]any{
+		"name": c.Name, "cache_file": c.CacheFile,
+		"etcd": map[string]any{"endpoints": endpoints, "prefix": e.Prefix, "dial_timeout": e.DialTimeout.String(),
+			"username": e.Username, "password_file": e.PasswordFile, "ca_file": e.CAFile, "cert_file": e.CertFile,
+			"key_file": e.KeyFile},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	json "github.com/goccy/go-json"
 )
@@ -89,6 +90,30 @@ func (d *decoder) tlsObject(path string, raw json.RawMessage) *TLS {
 		{"redirect_http", d.boolTo(&t.RedirectHTTP)},
 	})
 	return t
+}
+
+// clusterObject decodes "cluster"; its presence makes the instance one of
+// a fleet.
+func (d *decoder) clusterObject(path string, raw json.RawMessage) *Cluster {
+	c := &Cluster{Etcd: Etcd{Prefix: "/fastlb/", DialTimeout: 2 * time.Second}}
+	d.apply(path, d.object(path, raw), []field{
+		{"name", d.stringTo(&c.Name)},
+		{"etcd", func(p string, raw json.RawMessage) {
+			e := &c.Etcd
+			d.apply(p, d.object(p, raw), []field{
+				{"endpoints", d.stringsTo(&e.Endpoints)},
+				{"prefix", d.stringTo(&e.Prefix)},
+				{"dial_timeout", d.durationTo(&e.DialTimeout)},
+				{"username", d.stringTo(&e.Username)},
+				{"password_file", d.stringTo(&e.PasswordFile)},
+				{"ca_file", d.stringTo(&e.CAFile)},
+				{"cert_file", d.stringTo(&e.CertFile)},
+				{"key_file", d.stringTo(&e.KeyFile)},
+			})
+		}},
+		{"cache_file", d.stringTo(&c.CacheFile)},
+	})
+	return c
 }
 
 func (d *decoder) proxyProtocolObject(path string, raw json.RawMessage, p *ProxyProtocol) {

@@ -167,6 +167,13 @@ func TestPoolAndRouteErrors(t *testing.T) {
 		{"send proxy", `{"send_proxy_protocol": "v3", "pools": {"a": {"send_proxy_protocol": true}}}`,
 			[]string{`send_proxy_protocol: must be "off", "v1" or "v2", not "v3"`, `pools.a.send_proxy_protocol: must be a string`}},
 		{"conns per client", `{"max_conns_per_client": -1}`, []string{`max_conns_per_client: must be 0..1000000`}},
+		{"cluster", `{"cluster": {"name": "", "etcd": {"endpoints": ["10.0.0.5:2379", "ftp://x"], "prefix": "fastlb",
+		  "password_file": "/nonexistent/pw", "ca_file": "/nonexistent/ca.pem", "cert_file": "/nonexistent/c.pem"}}}`,
+			[]string{`cluster.name: must name this instance`, `cluster.etcd.endpoints[0]: "10.0.0.5:2379" is not an etcd URL`,
+				`cluster.etcd.endpoints[1]: "ftp://x" is not an etcd URL`, `cluster.etcd.prefix: must start and end with "/"`,
+				`cluster.etcd.password_file: cannot read: no such file or directory`, `cluster.etcd.username: is required with password_file`,
+				`cluster.etcd.ca_file: cannot read`, `cluster.etcd.cert_file: cert_file and key_file go together`}},
+		{"cluster without endpoints", `{"cluster": {"name": "a"}}`, []string{`cluster.etcd.endpoints: needs at least one etcd URL`}},
 		{"route unknown key", `{` + pools + `"routes": [{"host": "a.example", "pool": "api", "prefix": "/"}]}`, []string{`routes[0].prefix: unknown key`}},
 	}
 	for _, tc := range cases {

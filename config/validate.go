@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -205,6 +206,54 @@ func (d *decoder) rateLimit(path string, r *RateLimit) {
 	}
 	if r.MaxKeys < 1 || r.MaxKeys > 10_000_000 {
 		d.fail(path+".max_keys", "must be 1..10000000, not %d", r.MaxKeys)
+	}
+}
+
+// cluster checks "cluster": a name, etcd URLs, a prefix, and credential
+// files that can be read (the password is read here).
+func (d *decoder) cluster(path string, c *Cluster) {
+	if c == nil {
+		return
+	}
+	if c.Name == "" || len(c.Name) > 64 || strings.Trim(c.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != "" {
+		d.fail(path+".name", "must name this instance: 1 to 64 letters, digits, \".\", \"-\" or \"_\", not %q", c.Name)
+	}
+	e := &c.Etcd
+	if len(e.Endpoints) == 0 {
+		d.fail(path+".etcd.endpoints", "needs at least one etcd URL such as \"http://127.0.0.1:2379\"")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			d.fail(fmt.Sprintf("%s.etcd.endpoints[%d]", path, i), "%q is not an etcd URL such as \"http://10.0.0.5:2379\"", ep)
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") || len(e.Prefix) < 2 {
+		d.fail(path+".etcd.prefix", "must start and end with \"/\", such as \"/fastlb/\", not %q", e.Prefix)
+	}
+	d.positive(path+".etcd.dial_timeout", e.DialTimeout)
+	e.Password = ""
+	if e.PasswordFile != "" {
+		data, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			d.fail(path+".etcd.password_file", "cannot read: %v", errors.Unwrap(err))
+		} else {
+			e.Password = strings.TrimSpace(string(data))
+		}
+		if e.Username == "" {
+			d.fail(path+".etcd.username", "is required with password_file")
+		}
+	}
+	for _, f := range []struct{ key, file string }{{"ca_file", e.CAFile}, {"cert_file", e.CertFile}, {"key_file", e.KeyFile}} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.file); err != nil {
+			d.fail(path+".etcd."+f.key, "cannot read: %v", errors.Unwrap(err))
+		}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		d.fail(path+".etcd.cert_file", "cert_file and key_file go together")
 	}
 }
 
