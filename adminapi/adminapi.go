@@ -22,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
 
+	"fastlb/cluster"
 	"fastlb/config"
 	"fastlb/internal/slogf"
 	"fastlb/routing"
@@ -41,6 +42,20 @@ type Runtime interface {
 	// the backends and its write-back to the file (admin_persist) happen
 	// together, never with a reload reading the file between them.
 	Exclusive(fn func())
+	// Fleet is the fleet this instance belongs to, nil when none: the
+	// backends are then changed in it, not here.
+	Fleet() Fleet
+}
+
+// Fleet is where the backends live when instances share them (package
+// cluster): a change is made there and answered once this instance has
+// applied it.
+type Fleet interface {
+	Add(pool string, b config.Backend) (rev int64, err error)
+	Update(pool, id string, weight *int, state *string) (rev int64, err error)
+	Remove(pool, id string) (rev int64, err error)
+	WaitApplied(rev int64, d time.Duration) bool
+	Status() cluster.Status
 }
 
 // ReloadResult tells what a reload changed.
@@ -112,6 +127,7 @@ func New(opts Options) *API {
 	v1.GET("/pools", a.auth(a.listPools))
 	v1.GET("/pools/{pool}", a.auth(a.getPool))
 	v1.GET("/routes", a.auth(a.listRoutes))
+	v1.GET("/cluster", a.auth(a.cluster))
 	v1.GET("/config", a.auth(a.config))
 	v1.POST("/reload", a.auth(a.reload))
 	r.GET("/debug/pprof/{profile:*}", a.auth(pprofhandler.PprofHandler))
@@ -455,6 +471,17 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid backend: %s", oneLine(err))
 		return
 	}
+	if f := a.opts.Runtime.Fleet(); f != nil {
+		if p := a.pool(ctx); p != nil && a.fleetDone(ctx, f, p, c.ID)(f.Add(p.Name(), c)) {
+			ctx.Response.Header.Set("Location", location(p, c.ID))
+			if b := p.Snapshot().Lookup(c.ID); b != nil {
+				writeJSON(ctx, fasthttp.StatusCreated, view(b))
+			} else {
+				writeJSON(ctx, fasthttp.StatusCreated, c) // applied and gone again already
+			}
+		}
+		return
+	}
 	a.opts.Runtime.Exclusive(func() {
 		p := a.pool(ctx)
 		if p == nil {
@@ -472,11 +499,7 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		if !a.persist(ctx, p) {
 			return
 		}
-		location := "/api/v1/backends/"
-		if p.Name() != config.DefaultPool {
-			location = "/api/v1/pools/" + p.Name() + "/backends/"
-		}
-		ctx.Response.Header.Set("Location", location+url.PathEscape(b.ID))
+		ctx.Response.Header.Set("Location", location(p, b.ID))
 		writeJSON(ctx, fasthttp.StatusCreated, view(b))
 	})
 }
@@ -489,6 +512,21 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 	weight, state, err := parsePatch(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return
+	}
+	if f := a.opts.Runtime.Fleet(); f != nil {
+		var st *string
+		if state != nil {
+			s := state.String()
+			st = &s
+		}
+		if p := a.pool(ctx); p != nil && a.fleetDone(ctx, f, p, id)(f.Update(p.Name(), id, weight, st)) {
+			if b := p.Snapshot().Lookup(id); b != nil {
+				writeJSON(ctx, fasthttp.StatusOK, view(b))
+			} else {
+				writeError(ctx, fasthttp.StatusNotFound, "no backend %q (removed since)", id)
+			}
+		}
 		return
 	}
 	a.opts.Runtime.Exclusive(func() {
@@ -568,6 +606,12 @@ func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
+	if f := a.opts.Runtime.Fleet(); f != nil {
+		if p := a.pool(ctx); p != nil && a.fleetDone(ctx, f, p, id)(f.Remove(p.Name(), id)) {
+			ctx.SetStatusCode(fasthttp.StatusNoContent)
+		}
+		return
+	}
 	a.opts.Runtime.Exclusive(func() {
 		p := a.pool(ctx)
 		if p == nil {
@@ -585,10 +629,59 @@ func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
 }
 
 func statusOf(err error) int {
-	if errors.Is(err, upstream.ErrNotFound) {
+	switch {
+	case errors.Is(err, upstream.ErrNotFound), errors.Is(err, cluster.ErrNotFound):
 		return fasthttp.StatusNotFound
+	case errors.Is(err, cluster.ErrExists), errors.Is(err, cluster.ErrConflict):
+		return fasthttp.StatusConflict
+	case errors.Is(err, cluster.ErrUnavailable):
+		return fasthttp.StatusServiceUnavailable
 	}
 	return fasthttp.StatusBadRequest
+}
+
+// location is the admin API path of backend id of pool p.
+func location(p *upstream.Pool, id string) string {
+	if p.Name() == config.DefaultPool {
+		return "/api/v1/backends/" + url.PathEscape(id)
+	}
+	return "/api/v1/pools/" + p.Name() + "/backends/" + url.PathEscape(id)
+}
+
+// fleetApplyWait bounds how long a change committed to the fleet's store
+// waits to be in force here before it is answered.
+const fleetApplyWait = 2 * time.Second
+
+// fleetDone returns what answers a change made in the fleet's store: an
+// error it was refused with (409, 404, 503), or, once etcd committed it,
+// nothing until this instance applied it (then it reports true, for the
+// caller to answer). 202 when it was not applied here in time: it is in
+// etcd, and every instance applies it.
+func (a *API) fleetDone(ctx *fasthttp.RequestCtx, f Fleet, p *upstream.Pool, id string) func(int64, error) bool {
+	return func(rev int64, err error) bool {
+		if errors.Is(err, cluster.ErrUnavailable) {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, "cluster store unavailable")
+			return false
+		}
+		if err != nil {
+			writeError(ctx, statusOf(err), "%v", err)
+			return false
+		}
+		if !f.WaitApplied(rev, fleetApplyWait) {
+			writeJSON(ctx, fasthttp.StatusAccepted, map[string]any{"committed_revision": rev, "pool": p.Name(), "id": id})
+			return false
+		}
+		return true
+	}
+}
+
+func (a *API) cluster(ctx *fasthttp.RequestCtx) {
+	f := a.opts.Runtime.Fleet()
+	if f == nil {
+		writeError(ctx, fasthttp.StatusNotFound, `not in a fleet: the configuration has no "cluster"`)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, f.Status())
 }
 
 func (a *API) config(ctx *fasthttp.RequestCtx) {

@@ -47,6 +47,8 @@ func newRuntime(path string, cfg *config.Config, logger *slog.Logger) *runtime {
 
 func (r *runtime) Pools() []*upstream.Pool { return r.pools }
 
+func (r *runtime) Fleet() Fleet { return nil }
+
 func (r *runtime) Config() *config.Config {
 	r.mu.Lock()
 	defer r.mu.Unlock()

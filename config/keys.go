@@ -290,6 +290,15 @@ type BackendView struct {
 	State    string `json:"state,omitempty"`
 }
 
+// ViewBackendList is backends as BackendViews, every field given.
+func ViewBackendList(backends []Backend) []BackendView {
+	out := make([]BackendView, len(backends))
+	for i, b := range backends {
+		out[i] = BackendView{URL: b.URL, Weight: b.Weight, ID: b.ID, MaxConns: b.MaxConns, State: b.State}
+	}
+	return out
+}
+
 // ViewBackends renders backends as the configuration file holds them (see
 // ViewBackend).
 func ViewBackends(backends []Backend) []any {

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastlb/adminapi"
+	"fastlb/cluster"
 	"fastlb/config"
 	"fastlb/frontend"
 	"fastlb/proxy"
@@ -40,6 +41,9 @@ type app struct {
 	// changing held. ups lists their upstream pools for readers.
 	pools       map[string]*pool
 	ups         atomic.Pointer[[]*upstream.Pool]
+	byName      atomic.Pointer[map[string]*pool] // a.pools, for the fleet's changes
+	fleet       *cluster.Node                    // nil without "cluster"
+	metrics     *metrics.Set
 	backendTLS  *tls.Config
 	proxy       *proxy.Proxy
 	unwatch     func() // detaches the current policies, hashes and cookie tables from the pools
@@ -192,6 +196,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	a.listenAddr = ln.Addr().String()
 
 	set := metrics.NewSet()
+	a.metrics = set
 	set.RegisterMetricsWriter(func(w io.Writer) {
 		if a.tlsListener == nil {
 			return
@@ -210,6 +215,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	}
 	a.proxy = proxy.New(settings, proxy.Options{Logger: logger, Metrics: set,
 		MaxRequestBody: cfg.MaxRequestBody, ClientReadTimeout: cfg.ClientReadTimeout})
+	if err := a.startFleet(cfg, adminLn.Addr().String()); err != nil {
+		return nil, err
+	}
 	if err := a.openAccessLog(cfg.AccessLog); err != nil {
 		return nil, err
 	}
@@ -255,7 +263,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		go func() {
 			a.served <- a.servers[1].ServeTLS(tlsLn, a.tlsListener.Config())
 		}()
-		go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
+		if a.fleet == nil { // a fleet's keys are shared and rotated through etcd
+			go a.tlsListener.RotateTicketKeys(ticketKeyInterval, a.stopTickets)
+		}
 	}
 	go func() { a.served <- a.adminServer.Serve(frontend.RetryAccepts(adminLn, a.logger)) }()
 
@@ -340,6 +350,8 @@ func (a *app) Pools() []*upstream.Pool { return *a.ups.Load() }
 func (a *app) publishPools(cfg *config.Config) {
 	list := poolList(cfg, a.pools)
 	a.ups.Store(&list)
+	byName := a.pools
+	a.byName.Store(&byName)
 }
 
 // closeIdleConnections closes every backend's idle connections, after a
@@ -467,6 +479,9 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 		}
 		pl.up.Configure(pc)
 		pl.checker.Reconfigure(pc, next.MaxHeaderBytes)
+		if a.fleet != nil {
+			continue // a fleet's backends are etcd's
+		}
 		d := pl.up.Apply(pc.Backends, func(fresh []*upstream.Backend) {
 			pl.checker.CheckAll(context.Background(), fresh)
 		})
@@ -492,6 +507,9 @@ func (a *app) Reload() (*adminapi.ReloadResult, error) {
 	}
 	a.pools = pools
 	a.publishPools(next)
+	if a.fleet != nil {
+		a.fleet.SetPools(next.AllPools())
+	}
 	setLevel(a.level, next.LogLevel)
 	a.cfg.Store(next)
 	return res, nil
@@ -566,6 +584,9 @@ func (a *app) shutdown() {
 		a.proxy.CloseTunnels(0)
 	}
 	close(a.stopTickets)
+	if a.fleet != nil {
+		a.fleet.Close()
+	}
 	for _, pl := range a.pools {
 		pl.close(false)
 	}
