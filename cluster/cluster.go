@@ -339,11 +339,37 @@ func (n *Node) run(ctx context.Context, rev int64) {
 	}
 }
 
+// probeInterval is how often a watching instance checks that etcd answers.
+const probeInterval = time.Second
+
 // watch applies the changes after rev until the watch ends, and returns
 // the revision to go on from: 0 when the prefix must be read again.
 func (n *Node) watch(ctx context.Context, rev int64) int64 {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	// A watch waits through an outage without a word (the client keeps
+	// reconnecting beneath it): a read a second tells when etcd is gone,
+	// and ends the watch.
+	go func() {
+		t := time.NewTicker(probeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, pcancel := n.call(wctx)
+			_, err := n.cli.Get(pctx, n.key("seeded"), clientv3.WithCountOnly())
+			pcancel()
+			if err != nil && wctx.Err() == nil {
+				n.logger.Warn("cluster store unreachable; serving the last applied state", "error", err.Error())
+				n.connected.Store(false)
+				cancel()
+				return
+			}
+		}
+	}()
 	ch := n.cli.Watch(wctx, n.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
@@ -354,7 +380,9 @@ func (n *Node) watch(ctx context.Context, rev int64) int64 {
 			}
 			return 0
 		}
-		n.connected.Store(true)
+		if wctx.Err() != nil {
+			return 0
+		}
 		n.apply(resp)
 	}
 	if ctx.Err() == nil {
