@@ -4,7 +4,7 @@ CONFIG  ?= config.json
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build run test fmt-check vet fuzz bench bench-deps bench-go certs install clean
+.PHONY: all build run run-fleet test fmt-check vet fuzz bench bench-deps bench-go certs install clean
 
 all: build
 
@@ -24,6 +24,11 @@ run: build
 		for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null && break; sleep 0.05; done; \
 	done; \
 	bin/fastlb -config $(CONFIG)
+
+## run-fleet: one etcd, the test backends of config.json and three fastlb instances sharing them (8080, 8090, 8100); Ctrl-C stops all
+run-fleet: build
+	$(GO) build -o bin/fastlb-fleet ./cmd/fastlb-fleet
+	bin/fastlb-fleet -bin bin/fastlb -config $(CONFIG)
 
 ## test: formatting, vet, the race-enabled test suite and a short fuzz run
 # The short fuzz runs are bounded by a number of inputs, not a duration: with

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"fastlb/config"
@@ -69,10 +70,20 @@ func (n *Node) change(pool string, fn func([]config.BackendView) ([]config.Backe
 		list, rev = slices.Clone(ps.Backends), ps.modRev
 	}
 	n.mu.Unlock()
+	fresh := false // list is as etcd has it now, not as this instance last applied it
 	for range maxAttempts {
 		next, err := fn(list)
-		if err != nil {
+		if err != nil && fresh {
 			return 0, err
+		}
+		if err != nil {
+			// This instance may not have applied the latest change yet:
+			// decide on what etcd holds.
+			if list, rev, err = n.read(key); err != nil {
+				return 0, err
+			}
+			fresh = true
+			continue
 		}
 		ctx, cancel := n.call(context.Background())
 		resp, err := n.cli.Txn(ctx).
@@ -88,14 +99,32 @@ func (n *Node) change(pool string, fn func([]config.BackendView) ([]config.Backe
 			return resp.Header.Revision, nil
 		}
 		// Changed since: edit what is there now.
-		list, rev = nil, 0
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			ps := decodePool(kvs[0].Value, kvs[0].ModRevision)
-			if ps == nil {
-				return 0, fmt.Errorf("pool %q in the cluster store does not decode", pool)
-			}
-			list, rev = ps.Backends, ps.modRev
+		if list, rev, err = decodeRange(resp.Responses[0].GetResponseRange().Kvs); err != nil {
+			return 0, err
 		}
+		fresh = true
 	}
 	return 0, ErrConflict
+}
+
+// read reads a pool's key: its backends and revision (0 when absent).
+func (n *Node) read(key string) ([]config.BackendView, int64, error) {
+	ctx, cancel := n.call(context.Background())
+	defer cancel()
+	resp, err := n.cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return decodeRange(resp.Kvs)
+}
+
+func decodeRange(kvs []*mvccpb.KeyValue) ([]config.BackendView, int64, error) {
+	if len(kvs) == 0 {
+		return nil, 0, nil
+	}
+	ps := decodePool(kvs[0].Value, kvs[0].ModRevision)
+	if ps == nil {
+		return nil, 0, fmt.Errorf("pool %q in the cluster store does not decode", kvs[0].Key)
+	}
+	return ps.Backends, ps.modRev, nil
 }

@@ -88,6 +88,10 @@ type Node struct {
 
 	connected atomic.Bool
 	applied   atomic.Int64 // the etcd revision whose state is in force
+	// changed is the revision of the last change of backends or secrets
+	// applied: what the member key shows (the member keys' own writes do
+	// not move it, or each would set off the next).
+	changed atomic.Int64
 
 	mu      sync.Mutex
 	pools   map[string]*poolState // as last read from etcd, by name
@@ -214,8 +218,12 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 	n.pools = map[string]*poolState{}
 	var cookie []byte
 	var tickets [][32]byte
+	var changed int64
 	for _, kv := range resp.Kvs {
 		k := strings.TrimPrefix(string(kv.Key), n.prefix)
+		if strings.HasPrefix(k, "pools/") || strings.HasPrefix(k, "secrets/") {
+			changed = max(changed, kv.ModRevision)
+		}
 		switch {
 		case strings.HasPrefix(k, "pools/"):
 			if ps := decodePool(kv.Value, kv.ModRevision); ps != nil {
@@ -234,6 +242,7 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 		n.opts.Applier.ApplyBackends(name, list)
 	}
 	n.opts.Applier.SetSecrets(cookie, tickets)
+	n.changed.Store(changed)
 	n.setApplied(resp.Header.Revision)
 	n.connected.Store(true)
 	return resp.Header.Revision, nil
@@ -393,13 +402,15 @@ func (n *Node) watch(ctx context.Context, rev int64) int64 {
 
 // apply puts one watch response's changes in force.
 func (n *Node) apply(resp clientv3.WatchResponse) {
-	now := time.Now()
 	changed := map[string][]config.Backend{}
 	var ats []int64
 	secrets := false
 	n.mu.Lock()
 	for _, ev := range resp.Events {
 		k := strings.TrimPrefix(string(ev.Kv.Key), n.prefix)
+		if strings.HasPrefix(k, "pools/") || strings.HasPrefix(k, "secrets/") {
+			n.changed.Store(max(n.changed.Load(), ev.Kv.ModRevision))
+		}
 		switch {
 		case strings.HasPrefix(k, "pools/"):
 			name := strings.TrimPrefix(k, "pools/")
@@ -439,7 +450,6 @@ func (n *Node) apply(resp clientv3.WatchResponse) {
 			n.applySeconds.Update(done.Sub(time.Unix(0, at)).Seconds())
 		}
 	}
-	_ = now
 	n.setApplied(resp.Header.Revision)
 }
 

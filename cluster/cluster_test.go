@@ -3,84 +3,20 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net"
-	"net/url"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-
+	"fastlb/cluster/etcdtest"
 	"fastlb/config"
 )
-
-// etcdServer is a real etcd, in this process, on loopback ports it keeps
-// across a stop and a start.
-type etcdServer struct {
-	t      *testing.T
-	dir    string
-	client string // http://127.0.0.1:port
-	peer   string
-	e      *embed.Etcd
-}
-
-func freeURL(t *testing.T) string {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
-}
-
-// startEtcd starts an etcd with its data in a directory of the test's.
-func startEtcd(t *testing.T) *etcdServer {
-	t.Helper()
-	s := &etcdServer{t: t, dir: t.TempDir(), client: freeURL(t), peer: freeURL(t)}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *etcdServer) start() {
-	s.t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = s.dir
-	cu, _ := url.Parse(s.client)
-	pu, _ := url.Parse(s.peer)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + s.peer
-	cfg.TickMs, cfg.ElectionMs, cfg.UnsafeNoFsync = 10, 50, true
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	var err error
-	for range 50 { // the ports of a stopped server may take a moment to free
-		if s.e, err = embed.StartEtcd(cfg); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	select {
-	case <-s.e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		s.t.Fatal("etcd did not start")
-	}
-}
-
-func (s *etcdServer) stop() {
-	if s.e != nil {
-		s.e.Close()
-		s.e = nil
-	}
-}
 
 // recorder is an Applier that keeps what it was given.
 type recorder struct {
@@ -118,6 +54,10 @@ func (r *recorder) ids(pool string) string {
 // node starts a Node named name whose file has the given backends for the
 // default pool.
 func node(t *testing.T, etcd, name string, backends ...string) (*Node, *recorder) {
+	return nodeTB(t, etcd, name, backends...)
+}
+
+func nodeTB(t testing.TB, etcd, name string, backends ...string) (*Node, *recorder) {
 	t.Helper()
 	js := `{"backends": [`
 	for i, b := range backends {
@@ -156,12 +96,12 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // Two instances starting together: one seeds, both serve its backends and
 // share its secrets; a change on one is applied on both.
 func TestSeedOnceAndShare(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	var a, b *Node
 	var ra, rb *recorder
 	var wg sync.WaitGroup
-	wg.Go(func() { a, ra = node(t, etcd.client, "a", "http://10.0.0.1:80") })
-	wg.Go(func() { b, rb = node(t, etcd.client, "b", "http://10.0.0.2:80") })
+	wg.Go(func() { a, ra = node(t, etcd.URL, "a", "http://10.0.0.1:80") })
+	wg.Go(func() { b, rb = node(t, etcd.URL, "b", "http://10.0.0.2:80") })
 	wg.Wait()
 	if ra.ids("default") != rb.ids("default") || (ra.ids("default") != "10.0.0.1:80 " && ra.ids("default") != "10.0.0.2:80 ") {
 		t.Fatalf("a serves %q, b %q: want the same, seeded once", ra.ids("default"), rb.ids("default"))
@@ -197,10 +137,10 @@ func TestSeedOnceAndShare(t *testing.T) {
 
 // Simultaneous adds of one id: one commits, the others find it there.
 func TestConcurrentAdds(t *testing.T) {
-	etcd := startEtcd(t)
+	etcd := etcdtest.Start(t)
 	var nodes []*Node
 	for _, name := range []string{"a", "b", "c"} {
-		n, _ := node(t, etcd.client, name)
+		n, _ := node(t, etcd.URL, name)
 		nodes = append(nodes, n)
 	}
 	errs := make(chan error, 3)
@@ -225,8 +165,8 @@ func TestConcurrentAdds(t *testing.T) {
 
 // A watch that fell behind a compaction reads the state again.
 func TestCompactedWatchRecovers(t *testing.T) {
-	etcd := startEtcd(t)
-	a, ra := node(t, etcd.client, "a")
+	etcd := etcdtest.Start(t)
+	a, ra := node(t, etcd.URL, "a")
 	old := a.Applied()
 	var rev int64
 	for i := range 20 {
@@ -250,8 +190,8 @@ func TestCompactedWatchRecovers(t *testing.T) {
 // etcd down: changes are refused as unavailable, the state stays; an
 // instance started meanwhile serves its cache; etcd back: all converge.
 func TestEtcdDown(t *testing.T) {
-	etcd := startEtcd(t)
-	a, ra := node(t, etcd.client, "a", "http://10.0.0.1:80")
+	etcd := etcdtest.Start(t)
+	a, ra := node(t, etcd.URL, "a", "http://10.0.0.1:80")
 	rev, err := a.Add("api", config.Backend{URL: "http://10.0.1.1:80", ID: "x", Weight: 1})
 	if err != nil || !a.WaitApplied(rev, time.Second) {
 		t.Fatal(err)
@@ -260,7 +200,7 @@ func TestEtcdDown(t *testing.T) {
 		data, err := os.ReadFile(a.cfg.CacheFile)
 		return err == nil && len(data) > 0 && strings.Contains(string(data), `"x"`)
 	})
-	etcd.stop()
+	etcd.Stop()
 	waitFor(t, "the instance to see etcd gone", 10*time.Second, func() bool { return !a.Connected() })
 	if _, err := a.Add("api", config.Backend{URL: "http://10.0.1.2:80", ID: "y", Weight: 1}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("a change with etcd down: %v", err)
@@ -270,7 +210,7 @@ func TestEtcdDown(t *testing.T) {
 	}
 	// A new instance with a's cache and a file of other backends.
 	js := fmt.Sprintf(`{"backends": ["http://10.9.9.9:80"], "pools": {"api": {}}, "cluster": {"name": "c", "cache_file": %q, "etcd": {"endpoints": [%q], "dial_timeout": "300ms"}}}`,
-		a.cfg.CacheFile, etcd.client)
+		a.cfg.CacheFile, etcd.URL)
 	cfg, _ := config.Parse([]byte(js))
 	rc := &recorder{}
 	c, err := Start(Options{Config: cfg.Cluster, Applier: rc, Pools: cfg.AllPools(), Logger: slog.New(slog.DiscardHandler)})
@@ -281,7 +221,7 @@ func TestEtcdDown(t *testing.T) {
 	if rc.ids("api") != "x " || rc.ids("default") != "10.0.0.1:80 " || string(rc.cookie) != string(ra.cookie) {
 		t.Errorf("started without etcd: api %q default %q", rc.ids("api"), rc.ids("default"))
 	}
-	etcd.start()
+	etcd.Restart()
 	waitFor(t, "both to reconnect", 15*time.Second, func() bool { return a.Connected() && c.Connected() })
 	rev, err = c.Add("api", config.Backend{URL: "http://10.0.1.3:80", ID: "z", Weight: 1})
 	if err != nil {
@@ -290,4 +230,74 @@ func TestEtcdDown(t *testing.T) {
 	if !a.WaitApplied(rev, time.Second) || ra.ids("api") != "x z " {
 		t.Errorf("after etcd came back: %q", ra.ids("api"))
 	}
+}
+
+// BenchmarkApply makes changes on one of three instances, one after
+// another, and reports how long each took from the call until the two
+// others had it in force (p50, p99, max), and the etcd transactions per
+// change (all instances' background reads and lease renewals included).
+func BenchmarkApply(b *testing.B) {
+	etcd := etcdtest.Start(b)
+	var nodes []*Node
+	for _, name := range []string{"a", "b", "c"} {
+		n, _ := nodeTB(b, etcd.URL, name)
+		nodes = append(nodes, n)
+	}
+	before := etcdCalls(b, etcd.URL)
+	var took []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		var rev int64
+		var err error
+		if i%2 == 0 {
+			rev, err = nodes[0].Add("api", config.Backend{URL: "http://10.0.3.1:80", ID: "churn", Weight: 1})
+		} else {
+			rev, err = nodes[0].Remove("api", "churn")
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range nodes[1:] {
+			if !n.WaitApplied(rev, 5*time.Second) {
+				b.Fatal("not applied within 5 s")
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	after := etcdCalls(b, etcd.URL)
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(after["Txn"]-before["Txn"])/float64(b.N), "txn/change")
+	b.ReportMetric(float64(after["Range"]-before["Range"])/float64(b.N), "range/change")
+}
+
+// etcdCalls reads the etcd server's count of handled gRPC calls by method.
+func etcdCalls(tb testing.TB, base string) map[string]float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if !strings.HasPrefix(line, "grpc_server_handled_total{") || !strings.Contains(line, `grpc_service="etcdserverpb.KV"`) {
+			continue
+		}
+		i := strings.Index(line, `grpc_method="`)
+		j := strings.LastIndexByte(line, ' ')
+		if i < 0 || j < 0 {
+			continue
+		}
+		method := line[i+len(`grpc_method="`):]
+		method = method[:strings.IndexByte(method, '"')]
+		var v float64
+		fmt.Sscan(line[j+1:], &v)
+		out[method] += v
+	}
+	return out
 }

@@ -13,9 +13,11 @@ import (
 
 // Member is one live instance of the fleet.
 type Member struct {
-	Name            string    `json:"name"`
-	Version         string    `json:"version"`
-	Address         string    `json:"address"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Address string `json:"address"` // of its admin API
+	// AppliedRevision is the etcd revision of the last change of backends
+	// or secrets it has in force.
 	AppliedRevision int64     `json:"applied_revision"`
 	UpdatedAt       time.Time `json:"updated_at"`
 }
@@ -37,7 +39,7 @@ func (n *Node) members(ctx context.Context) {
 		var last int64 = -1
 		t := time.NewTicker(time.Second)
 		for ctx.Err() == nil {
-			if rev := n.applied.Load(); rev != last {
+			if rev := n.changed.Load(); rev != last {
 				if n.putMember(ctx, sess.Lease()) == nil {
 					last = rev
 				}
@@ -67,7 +69,7 @@ func (n *Node) session(ctx context.Context) (*concurrency.Session, error) {
 }
 
 func (n *Node) putMember(ctx context.Context, lease clientv3.LeaseID) error {
-	m := Member{Name: n.cfg.Name, Version: n.opts.Version, Address: n.opts.Address, AppliedRevision: n.applied.Load(),
+	m := Member{Name: n.cfg.Name, Version: n.opts.Version, Address: n.opts.Address, AppliedRevision: n.changed.Load(),
 		UpdatedAt: time.Now().UTC()}
 	b, _ := json.Marshal(m)
 	cctx, cancel := n.call(ctx)

@@ -172,6 +172,7 @@ func TestStartupFailures(t *testing.T) {
 type process struct {
 	cmd       *exec.Cmd
 	addr      string
+	tlsAddr   string // set by tests that give it a TLS listener
 	adminAddr string
 	cfgPath   string
 	mu        sync.Mutex
