@@ -275,6 +275,9 @@ type TLS struct {
 	Certificates []Certificate // the first is the default for clients without (or with unknown) SNI
 	MinVersion   string        // "1.2" or "1.3"
 	RedirectHTTP bool          // the plain port answers 308 to HTTPS
+	// HTTP2 offers h2 by ALPN beside http/1.1 (requests over HTTP/2 take
+	// the same path to HTTP/1.1 backends).
+	HTTP2 bool
 }
 
 // Certificate is one certificate and key pair, PEM files.

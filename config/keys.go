@@ -240,6 +240,7 @@ func viewTLS(t *TLS) any {
 	}
 	return map[string]any{
 		"port": t.Port, "bind": t.Bind, "certificates": certs, "min_version": t.MinVersion, "redirect_http": t.RedirectHTTP,
+		"http2": t.HTTP2,
 	}
 }
 
@@ -332,7 +333,8 @@ func sameListener(a, b *TLS) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Port == b.Port && a.Bind == b.Bind && a.MinVersion == b.MinVersion && a.RedirectHTTP == b.RedirectHTTP
+	return a.Port == b.Port && a.Bind == b.Bind && a.MinVersion == b.MinVersion && a.RedirectHTTP == b.RedirectHTTP &&
+		a.HTTP2 == b.HTTP2
 }
 
 // keepListener keeps the listener settings of src in dst, and dst's

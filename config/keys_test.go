@@ -24,7 +24,7 @@ const everyKey = `{
              "cookie_secret": "0123456789abcdefXYZ", "header": "X-User", "balance_factor": 1.25,
              "trusted_proxies": ["10.0.0.0/8"]},
   "tls": {"port": 9443, "bind": "127.0.0.1", "certificates": [{"cert_file": "/c.pem", "key_file": "/k.pem"}],
-          "min_version": "1.3", "redirect_http": true},
+          "min_version": "1.3", "redirect_http": true, "http2": false},
   "backend_tls": {"ca_file": "/ca.pem", "insecure_skip_verify": true},
   "outlier": {"consecutive_5xx": 7, "consecutive_gateway_errors": 0, "interval": "20s", "base_ejection_time": "1m",
               "max_ejection_percent": 34},

@@ -81,13 +81,14 @@ func (d *decoder) stickyObject(path string, raw json.RawMessage, st *Sticky) {
 
 // tlsObject decodes "tls"; its presence turns the HTTPS listener on.
 func (d *decoder) tlsObject(path string, raw json.RawMessage) *TLS {
-	t := &TLS{Port: 8443, Bind: "0.0.0.0", MinVersion: "1.2"}
+	t := &TLS{Port: 8443, Bind: "0.0.0.0", MinVersion: "1.2", HTTP2: true}
 	d.apply(path, d.object(path, raw), []field{
 		{"port", d.intTo(&t.Port)},
 		{"bind", d.stringTo(&t.Bind)},
 		{"certificates", func(p string, raw json.RawMessage) { t.Certificates = d.certificates(p, raw) }},
 		{"min_version", d.stringTo(&t.MinVersion)},
 		{"redirect_http", d.boolTo(&t.RedirectHTTP)},
+		{"http2", d.boolTo(&t.HTTP2)},
 	})
 	return t
 }

@@ -54,9 +54,12 @@ type Options struct {
 	// Edge.MaxConnsPerClient; servers that share a limit share one. nil:
 	// the server's own.
 	Clients *Clients
-	// Metrics receives fastlb_client_conns_refused_total{reason}; nil:
-	// a set of the server's own.
+	// Metrics receives fastlb_client_conns_refused_total{reason} and the
+	// HTTP/2 metrics; nil: a set of the server's own.
 	Metrics *metrics.Set
+	// HTTP2 serves the TLS connections that choose h2 by ALPN (the TLS
+	// configuration must offer it) with HTTP/2.
+	HTTP2 bool
 }
 
 // Server serves the connections of its listeners with one handler. Its
@@ -80,6 +83,7 @@ type Server struct {
 	setOnce sync.Once
 	set     atomic.Pointer[parkSet] // nil until a connection parks, or if there can be none
 
+	h2      *h2Server // nil without HTTP2
 	edge    atomic.Pointer[Edge]
 	clients *Clients
 	refused map[string]*metrics.Counter // by reason
@@ -106,6 +110,7 @@ func New(handler fasthttp.RequestHandler, o Options) *Server {
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
+		s.opts.Metrics = o.Metrics
 	}
 	s.refused = map[string]*metrics.Counter{}
 	for _, r := range []string{RefusedMaxClientConns, RefusedMaxConnsPerClient, RefusedProxyProtocol} {
@@ -121,6 +126,9 @@ func New(handler fasthttp.RequestHandler, o Options) *Server {
 	s.slack = sock.Slack(o.ReadTimeout)
 	s.fs = s.newFasthttp(idle)
 	s.fsTLS = s.newFasthttp(o.IdleTimeout)
+	if o.HTTP2 {
+		s.enableHTTP2()
+	}
 	return s
 }
 
@@ -339,6 +347,12 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	for _, l := range lns {
 		l.Close() //nolint:errcheck // Serve returns
 	}
+	var h2done chan error
+	if s.h2 != nil && first {
+		// GOAWAY on every HTTP/2 connection now; their streams finish.
+		h2done = make(chan error, 1)
+		go func() { h2done <- s.h2.shutdown(ctx) }()
+	}
 	drained := s.waitClosed(ctx, drainIdle)
 	s.closeParked()
 	s.workers.stop()
@@ -355,6 +369,9 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 		for _, c := range idle {
 			c.close() //nolint:errcheck // its goroutine sees the connection end
 		}
+	}
+	if h2done != nil {
+		<-h2done
 	}
 	if !s.waitClosed(ctx, 0) {
 		return ctx.Err()

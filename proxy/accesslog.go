@@ -127,7 +127,13 @@ func (l *AccessLog) Log(ctx *fasthttp.RequestCtx, out *served, start, end time.T
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		line = ip.Unmap().AppendTo(line)
 	}
-	line = append(line, `","method":`...)
+	line = append(line, `","proto":`...)
+	if c, ok := ctx.Conn().(interface{ HTTP2() bool }); ok && c.HTTP2() {
+		line = append(line, `"HTTP/2.0"`...)
+	} else {
+		line = appendJSONString(line, ctx.Request.Header.Protocol())
+	}
+	line = append(line, `,"method":`...)
 	line = appendJSONString(line, ctx.Request.Header.Method())
 	line = append(line, `,"uri":`...)
 	line = appendJSONString(line, ctx.Request.Header.RequestURI())

@@ -169,9 +169,9 @@ const ticketKeys = 3
 
 // NewListener builds the listener's TLS configuration: the certificates
 // chosen by SNI, the minimum version, modern cipher suites for TLS 1.2 (TLS
-// 1.3's are all modern), ALPN http/1.1, and session tickets under keys that
-// RotateTicketKeys renews.
-func NewListener(certs *Certificates, minVersion string) *Listener {
+// 1.3's are all modern), ALPN h2 (with http2) and http/1.1, and session
+// tickets under keys that RotateTicketKeys renews.
+func NewListener(certs *Certificates, minVersion string, http2 bool) *Listener {
 	l := &Listener{}
 	l.certs.Store(certs)
 	min := uint16(tls.VersionTLS12)
@@ -192,6 +192,10 @@ func NewListener(certs *Certificates, minVersion string) *Listener {
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return l.certs.Load().For(hello.ServerName), nil
 		},
+	}
+	if http2 {
+		// The server's order decides: h2 first.
+		l.config.NextProtos = []string{"h2", "http/1.1"}
 	}
 	l.rotate()
 	return l

@@ -144,7 +144,7 @@ func TestListenerSwapAndResumption(t *testing.T) {
 	ca, _ := NewCA("test CA")
 	dir := t.TempDir()
 	certs1, _ := LoadCertificates(&config.TLS{Certificates: []config.Certificate{writePair(t, ca, dir, "one", "localhost")}})
-	l := NewListener(certs1, "1.2")
+	l := NewListener(certs1, "1.2", true)
 	addr := serveTLS(t, l)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)
@@ -183,7 +183,7 @@ func TestListenerSwapAndResumption(t *testing.T) {
 func TestMinVersion(t *testing.T) {
 	ca, _ := NewCA("test CA")
 	certs, _ := LoadCertificates(&config.TLS{Certificates: []config.Certificate{writePair(t, ca, t.TempDir(), "c", "localhost")}})
-	l := NewListener(certs, "1.3")
+	l := NewListener(certs, "1.3", false)
 	addr := serveTLS(t, l)
 	_, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
 	if err == nil || !strings.Contains(err.Error(), "protocol version") {

@@ -155,7 +155,7 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		if err != nil {
 			return nil, fileError(cfgPath, err)
 		}
-		a.tlsListener = tlsconf.NewListener(certs, cfg.TLS.MinVersion)
+		a.tlsListener = tlsconf.NewListener(certs, cfg.TLS.MinVersion, cfg.TLS.HTTP2)
 		if sec != nil && len(sec.TicketKeys) > 0 {
 			a.tlsListener.SetTicketKeys(sec.TicketKeys)
 		}
@@ -233,7 +233,9 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 	fopts.Metrics, fopts.Clients = set, frontend.NewClients()
 	a.servers = append(a.servers, frontend.New(plain, fopts))
 	if tlsLn != nil {
-		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, fopts))
+		tlsOpts := fopts
+		tlsOpts.HTTP2 = cfg.TLS.HTTP2
+		a.servers = append(a.servers, frontend.New(a.proxy.ServeHTTP, tlsOpts))
 	}
 	set.NewGauge("fastlb_client_connections", func() float64 {
 		n := 0

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"fastlb/testbackends"
+)
+
+// startH2 runs fastlb with an HTTPS listener in front of backends and
+// returns it with its HTTPS address and an HTTP/2 client.
+func startH2(t *testing.T, extraTLS, extra string, backends ...*testbackends.Server) (*process, string, *http.Client) {
+	t.Helper()
+	p := newPKI(t)
+	c, k := p.issue(t, "h2", "127.0.0.1", "api.example.com")
+	tlsPort := freePort(t)
+	proc := startBinary(t, fmt.Sprintf(`, "tls": {"port": %d, "bind": "127.0.0.1", "certificates": [{"cert_file": %q, "key_file": %q}]%s}%s`,
+		tlsPort, c, k, extraTLS, extra), backends...)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	return proc, fmt.Sprintf("127.0.0.1:%d", tlsPort), client
+}
+
+func TestHTTP2(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	api, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "api"})
+	defer api.Close()
+	proc, addr, client := startH2(t, "", fmt.Sprintf(`, "max_request_body": "40MiB", "access_log": "stderr",
+	  "pools": {"api": {"backends": [%q]}}, "routes": [{"host": "api.example.com", "pool": "api"}]`, api.URL()), a)
+
+	// A request over HTTP/2 takes the HTTP/1.1 path to the backend, with
+	// the forwarding headers and :authority as Host.
+	req, _ := http.NewRequest("GET", "https://"+addr+"/echo?q=1", nil)
+	req.Header.Add("Cookie", "a=1")
+	req.Header.Add("Cookie", "b=2")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("%s %d", resp.Proto, resp.StatusCode)
+	}
+	var e testbackends.Echo
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("%q: %v", body, err)
+	}
+	headers := map[string]string{}
+	for _, kv := range e.Headers {
+		headers[kv[0]] = kv[1]
+	}
+	if e.Proto != "HTTP/1.1" || e.URI != "/echo?q=1" || headers["Host"] != addr || headers["X-Forwarded-Proto"] != "https" ||
+		headers["X-Forwarded-For"] != "127.0.0.1" || headers["X-Request-Id"] == "" || headers["Cookie"] != "a=1; b=2" {
+		t.Errorf("the backend got %s %s %v", e.Proto, e.URI, headers)
+	}
+	// Routing by :authority.
+	resp, err = client.Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequest("GET", "https://"+addr+"/", nil)
+	req.Host = "api.example.com"
+	if resp, err = client.Do(req); err != nil || resp.Header.Get("X-Backend") != "api" {
+		t.Fatalf("routing by :authority: %v %v", err, resp.Header)
+	}
+	resp.Body.Close()
+
+	// 32 MiB each way, streamed.
+	const size = 32 << 20
+	upload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	resp, err = client.Post("https://"+addr+"/sink", "application/octet-stream", io.NopCloser(bytes.NewReader(upload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink struct {
+		Bytes int64  `json:"bytes"`
+		CRC32 uint32 `json:"crc32"`
+	}
+	json.NewDecoder(resp.Body).Decode(&sink)
+	resp.Body.Close()
+	if sink.Bytes != size || sink.CRC32 != crc32.ChecksumIEEE(upload) {
+		t.Errorf("upload: %d bytes, crc %x", sink.Bytes, sink.CRC32)
+	}
+	resp, err = client.Get("https://" + addr + "/bytes/" + strconv.Itoa(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != size || resp.Proto != "HTTP/2.0" {
+		t.Errorf("download: %d bytes over %s", n, resp.Proto)
+	}
+	// Over the limits: 413, and 431 for a header list over max_header_bytes.
+	resp, err = client.Post("https://"+addr+"/sink", "application/octet-stream", io.NopCloser(bytes.NewReader(make([]byte, 41<<20))))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("a body over max_request_body: %d", resp.StatusCode)
+		}
+	}
+	// The header list limit is max_header_bytes (16 KiB), advertised in
+	// SETTINGS: Go's client does not even send a longer one.
+	req, _ = http.NewRequest("GET", "https://"+addr+"/", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 12<<10))
+	if resp, err = client.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("a header list under max_header_bytes: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	req.Header.Set("X-Big", strings.Repeat("x", 20<<10))
+	if resp, err = client.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 431 {
+			t.Errorf("a header list over max_header_bytes: %d", resp.StatusCode)
+		}
+	} else if !strings.Contains(err.Error(), "larger than peer's advertised limit") {
+		t.Errorf("a header list over max_header_bytes: %v", err)
+	}
+	if !strings.Contains(proc.Logs(), `"proto":"HTTP/2.0"`) {
+		t.Errorf("the access log does not say HTTP/2.0")
+	}
+	_, metrics := get(t, "http://"+proc.adminAddr+"/metrics")
+	for _, m := range []string{"fastlb_http2_connections 1", "fastlb_http2_streams 0"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+}
+
+// With tls.http2 false only http/1.1 is offered.
+func TestHTTP2Off(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	_, addr, client := startH2(t, `, "http2": false`, "", a)
+	resp, err := client.Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Proto != "HTTP/1.1" {
+		t.Errorf("negotiated %s", resp.Proto)
+	}
+}
+
+// SIGTERM during an HTTP/2 request: the stream finishes, the connection
+// gets GOAWAY.
+func TestHTTP2GracefulShutdown(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	proc, addr, client := startH2(t, "", `, "shutdown_timeout": "10s"`, a)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("https://" + addr + "/delay/1s")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	proc.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-done; err != nil {
+		t.Errorf("the stream in flight failed: %v", err)
+	}
+	select {
+	case <-proc.done:
+	case <-time.After(10 * time.Second):
+		t.Error("fastlb did not stop")
+	}
+}
+
+// A burst of streams each reset as soon as opened (rapid reset): the
+// server ends the connection rather than serving them all, and serves a
+// new one.
+func TestHTTP2RapidReset(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	proc, addr, client := startH2(t, "", "", a)
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(http2.ClientPreface))
+	fr, rd := http2.NewFramer(c, nil), http2.NewFramer(nil, c) // one writes, the other reads
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", addr}, {":path", "/delay/200ms"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	const streams = 5000
+	go func() {
+		for i := range streams {
+			id := uint32(2*i + 1)
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}) != nil {
+				return
+			}
+			if fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var goAway *http2.GoAwayFrame
+	for {
+		f, err := rd.ReadFrame()
+		if err != nil {
+			break
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			goAway = g
+			break
+		}
+	}
+	if goAway == nil || goAway.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("the connection was not ended with GOAWAY ENHANCE_YOUR_CALM: %+v", goAway)
+	}
+	if got := a.Requests(); got >= streams/2 {
+		t.Errorf("the backend got %d of %d reset requests", got, streams)
+	}
+	resp, err := client.Get("https://" + addr + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a new connection after the burst: %v", err)
+	}
+	resp.Body.Close()
+	if _, m := get(t, "http://"+proc.adminAddr+"/metrics"); !strings.Contains(m, "fastlb_http2_errors_total") {
+		t.Errorf("the reset burst is not counted")
+	}
+}
