@@ -21,9 +21,9 @@ func (b *Backend) resolve() error {
 		return fmt.Errorf("invalid URL %q (want http://host:port or https://host:port)", b.URL)
 	}
 	switch u.Scheme {
-	case "http", "https":
+	case "http", "https", "h2c", "h2":
 	default:
-		return fmt.Errorf("scheme of %q must be http or https", b.URL)
+		return fmt.Errorf("scheme of %q must be http, https, h2c (HTTP/2 in clear) or h2 (HTTP/2 over TLS)", b.URL)
 	}
 	if u.User != nil {
 		return fmt.Errorf("%q must not carry user information", b.URL)
@@ -41,7 +41,7 @@ func (b *Backend) resolve() error {
 			return fmt.Errorf("%q has an empty port", b.URL)
 		}
 		port = "80"
-		if u.Scheme == "https" {
+		if u.Scheme == "https" || u.Scheme == "h2" {
 			port = "443"
 		}
 	}

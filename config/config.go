@@ -340,7 +340,7 @@ type Backend struct {
 	MaxConns int    // 0 means unlimited
 	State    string // "active" (default), "drain" or "maint"; kept by the admin API's persistence
 
-	Scheme string // "http" or "https"
+	Scheme string // "http", "https", "h2c" (HTTP/2 in clear) or "h2" (HTTP/2 over TLS)
 	Host   string // host name or IP address, without port or brackets
 	Addr   string // host:port to dial
 }

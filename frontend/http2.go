@@ -263,6 +263,14 @@ func (st *stream) respond(r *http.Request) {
 			break
 		}
 	}
+	// A body read to its end from an HTTP/2 backend has its trailers.
+	if tb, ok := body.(interface{ Trailer() http.Header }); ok {
+		for k, vs := range tb.Trailer() {
+			for _, v := range vs {
+				hdr.Add(http.TrailerPrefix+k, v)
+			}
+		}
+	}
 	closeBody(resp)
 }
 

@@ -221,6 +221,16 @@ func dialWith(header []byte, timeout time.Duration) fasthttp.DialFunc {
 var errTimeout = errors.New("timed out")
 
 func (st *settings) checkHTTP(b *upstream.Backend) error {
+	if b.IsH2() {
+		code, err := b.CheckH2(st.hc.Path, st.hc.Timeout)
+		switch {
+		case err != nil:
+			return err
+		case !st.hc.StatusOK(code):
+			return fmt.Errorf("status %s, want %s", strconv.Itoa(code), st.hc.ExpectStatus)
+		}
+		return nil
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

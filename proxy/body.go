@@ -48,6 +48,11 @@ func (p *Proxy) takeBody(ctx *fasthttp.RequestCtx) (*clientBody, error) {
 	if cl > upstream.StreamThreshold {
 		return streamBody(req, body, cl), nil
 	}
+	if cl < 0 && bytes.HasPrefix(req.Header.ContentType(), grpc) {
+		// gRPC: its messages go on as they come (a stream may wait for
+		// an answer before it sends more), never held.
+		return streamBody(req, body, -1), nil
+	}
 	// Read the body into the request's own buffer. ResetBody first hands
 	// the buffer holding what the server has read ahead to the stream, so
 	// the two never share memory.
@@ -79,6 +84,8 @@ func streamBody(req *fasthttp.Request, body clientBody, cl int) *clientBody {
 	req.SetBodyStream(s, cl)
 	return s
 }
+
+var grpc = []byte("application/grpc")
 
 var chunks = sync.Pool{New: func() any { return new([16 << 10]byte) }}
 

@@ -14,6 +14,8 @@ var (
 	headerXFP       = []byte("X-Forwarded-Proto")
 	headerXFH       = []byte("X-Forwarded-Host")
 	headerRequestID = []byte("X-Request-Id")
+	headerTE        = []byte("Te")
+	trailers        = []byte("trailers")
 	commaSpace      = []byte(", ")
 	protoHTTP       = []byte("http")
 	protoHTTPS      = []byte("https")

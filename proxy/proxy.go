@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -262,6 +263,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 		key = pl.sticky.key(ctx) // before X-Forwarded-For changes
 	}
 	upgrade := upgradeOf(&req.Header)
+	// "TE: trailers" is hop-by-hop but for HTTP/2 backends, which gRPC
+	// needs it sent to (RFC 9113 section 8.2.2).
+	teTrailers := seen&header.FieldTE != 0 && bytes.EqualFold(bytes.TrimSpace(req.Header.PeekBytes(headerTE)), trailers)
 	header.RemoveHopByHop(&req.Header, seen)
 	// HTTP/1.0 without keep-alive: fastlb still keeps its backend
 	// connection open.
@@ -307,7 +311,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 		}
 		tried.Add(b)
 		*last = b
-		if wantTLS := b.Scheme == "https"; wantTLS != isTLS {
+		if wantTLS := b.Scheme == "https"; wantTLS != isTLS && !b.IsH2() {
 			req.URI().SetScheme(b.Scheme)
 			isTLS = wantTLS
 		}
@@ -324,6 +328,11 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 			attempt = time.Now()
 		}
 
+		if upgrade != nil && b.IsH2() {
+			p.logger.Warn("upgrade refused", "backend", b.ID, "cause", "an HTTP/2 backend takes no HTTP/1.1 upgrade", "status", fasthttp.StatusBadGateway)
+			writeError(ctx, fasthttp.StatusBadGateway)
+			return
+		}
 		if upgrade != nil {
 			err = p.serveUpgrade(ctx, st, pl, b, upgrade)
 			if err == nil || err == errNotSwitched {
@@ -334,6 +343,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, start time.Time, out *served) {
 				}
 				return
 			}
+		} else if b.IsH2() {
+			err = b.DoH2(req, resp, teTrailers)
 		} else if v := b.SendsProxy(); v != 0 {
 			err = b.DoProxied(req, resp, upstream.ProxyHeader(v, ctx.RemoteAddr(), ctx.LocalAddr()))
 		} else {
@@ -458,7 +469,7 @@ func classify(err error) failure {
 		// Sent again on fresh connections already where that was safe
 		// (upstream.Idempotent); not evidence that the backend is down.
 		return failure{status: fasthttp.StatusBadGateway, cause: "reused connection closed before a response"}
-	case errors.As(err, &dial), errors.As(err, &upgradeDial):
+	case errors.As(err, &dial), errors.As(err, &upgradeDial), errors.Is(err, upstream.ErrCannotConnect):
 		return failure{status: fasthttp.StatusBadGateway, cause: "cannot connect", nothingSent: true, connFailure: true}
 	case errors.Is(err, fasthttp.ErrTLSHandshakeTimeout):
 		return failure{status: fasthttp.StatusBadGateway, cause: "TLS handshake timed out", nothingSent: true, connFailure: true}

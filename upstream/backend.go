@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"math"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,13 +66,14 @@ type Backend struct {
 
 	ID     string // admin API name
 	URL    string // as configured
-	Scheme string // "http" or "https"
+	Scheme string // "http", "https", "h2c" or "h2"
 	Addr   string // host:port dialled
 
 	// Client is the backend's one connection pool. fasthttp's own retries
 	// are off: the proxy decides whether and where to retry.
 	Client *fasthttp.HostClient
-	t      *transport // Client's
+	t      *transport      // Client's
+	h2     *http.Transport // an HTTP/2 backend's (h2c://, h2://), which Client is not used for
 
 	maxConns int64 // 0 = unlimited
 	room     *room // the pool's; Release wakes a request waiting in it
@@ -223,7 +225,18 @@ func newBackend(c config.Backend, opts *clientSettings) *Backend {
 	b.Client = newHostClient(c, opts)
 	b.t = &transport{b: b, opts: opts}
 	b.Client.Transport = b.t
+	if c.Scheme == "h2c" || c.Scheme == "h2" {
+		b.h2 = newH2Transport(c, opts)
+	}
 	return b
+}
+
+// CloseIdleConnections closes b's idle connections.
+func (b *Backend) CloseIdleConnections() {
+	b.Client.CloseIdleConnections()
+	if b.h2 != nil {
+		b.h2.CloseIdleConnections()
+	}
 }
 
 // parseState maps a config state to its State; "" is active.

@@ -299,7 +299,7 @@ func (p *Pool) retireLocked(b *Backend) {
 		for b.Active() > 0 {
 			time.Sleep(20 * time.Millisecond)
 		}
-		b.Client.CloseIdleConnections()
+		b.CloseIdleConnections()
 	})
 }
 
@@ -472,7 +472,7 @@ func (p *Pool) setHealthy(b *Backend, up bool, cause string, first bool) {
 	if !up {
 		// Its pooled connections most likely lead to a process that is
 		// gone: requests must not meet them once it is back.
-		b.Client.CloseIdleConnections()
+		b.CloseIdleConnections()
 	}
 }
 
@@ -543,7 +543,7 @@ func (p *Pool) RequestFailed(b *Backend, connFailure, gatewayError bool, cause s
 // after a burst, those it opened beyond what the traffic since needs.
 func (p *Pool) CloseIdleConnections() {
 	for _, b := range p.snap.Load().All {
-		b.Client.CloseIdleConnections()
+		b.CloseIdleConnections()
 	}
 }
 
@@ -552,6 +552,6 @@ func (p *Pool) CloseIdleConnections() {
 func (p *Pool) Close() {
 	p.retiring.Wait()
 	for _, b := range p.snap.Load().All {
-		b.Client.CloseIdleConnections()
+		b.CloseIdleConnections()
 	}
 }

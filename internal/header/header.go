@@ -43,6 +43,7 @@ type Fields uint16
 
 const (
 	hopConnection       Fields = 1                     // HopFields[0]
+	FieldTE             Fields = 1 << 5                // HopFields[5]
 	hopTransferEncoding Fields = 1 << 7                // HopFields[7]
 	hopMask             Fields = 1<<len(HopFields) - 1 // all of HopFields
 )
@@ -53,6 +54,16 @@ const (
 	FieldXForwardedHost
 	FieldXRequestID
 )
+
+// IsHopField reports whether name (canonical) is one of HopFields.
+func IsHopField(name string) bool {
+	for _, f := range HopFields {
+		if name == f {
+			return true
+		}
+	}
+	return false
+}
 
 // noted is HopFields then ForwardFields, in the order of their bits.
 var noted = func() (n [len(HopFields) + len(ForwardFields)]string) {
