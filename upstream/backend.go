@@ -72,8 +72,7 @@ type Backend struct {
 	// Client is the backend's one connection pool. fasthttp's own retries
 	// are off: the proxy decides whether and where to retry.
 	Client *fasthttp.HostClient
-	t      *transport      // Client's
-	h2     *http.Transport // an HTTP/2 backend's (h2c://, h2://), which Client is not used for
+	t      *transport // Client's
 
 	maxConns int64 // 0 = unlimited
 	room     *room // the pool's; Release wakes a request waiting in it
@@ -103,6 +102,10 @@ type Backend struct {
 	removed   atomic.Bool // no longer in the Pool
 
 	out outlierState // outlier detection and slow start
+
+	// h2 is an HTTP/2 backend's transport (h2c://, h2://), which Client
+	// is not used for; nil for the others.
+	h2 *http.Transport
 }
 
 // ClientOptions are the HostClient settings shared by every backend.
