@@ -181,7 +181,7 @@ func TestRoutes(t *testing.T) {
 		{"add bad JSON", "POST", "/api/v1/backends", `{"url": "http://x:1",}`, 400, `invalid JSON at line 1`},
 		{"add not UTF-8", "POST", "/api/v1/backends", `{"url": "http://x:1", "id": "` + strings.Repeat("\xdb", 2000) + `"}`, 400, `not UTF-8`},
 		{"add no url", "POST", "/api/v1/backends", `{"weight": 1}`, 400, `url: is required`},
-		{"add bad url", "POST", "/api/v1/backends", `{"url": "ftp://x"}`, 400, `url: scheme of \"ftp://x\" must be http or https`},
+		{"add bad url", "POST", "/api/v1/backends", `{"url": "ftp://x"}`, 400, `url: scheme of \"ftp://x\" must be http, https, h2c`},
 		{"add bad weight", "POST", "/api/v1/backends", `{"url": "http://x:1", "weight": 5000}`, 400, `weight: must be 0..1000`},
 		{"add unknown key", "POST", "/api/v1/backends", `{"url": "http://x:1", "wieght": 2}`, 400, `wieght: unknown key (did you mean \"weight\"?)`},
 		{"add empty body", "POST", "/api/v1/backends", ``, 400, `must be a JSON object`},
@@ -494,7 +494,7 @@ func TestConfigView(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]string{
-		"tls":         `{"bind":"0.0.0.0","certificates":[{"cert_file":"/etc/fastlb/a.pem","key_file":"/etc/fastlb/a-key.pem"}],"min_version":"1.2","port":9443,"redirect_http":false}`,
+		"tls":         `{"bind":"0.0.0.0","certificates":[{"cert_file":"/etc/fastlb/a.pem","key_file":"/etc/fastlb/a-key.pem"}],"http2":true,"min_version":"1.2","port":9443,"redirect_http":false}`,
 		"backend_tls": `{"ca_file":"/etc/fastlb/ca.pem","insecure_skip_verify":false}`,
 		"backends":    `["http://127.0.0.1:9001",{"url":"http://127.0.0.1:9002","weight":2,"id":"added"}]`,
 		"admin_token": `"(redacted)"`,

@@ -227,7 +227,7 @@ func TestErrors(t *testing.T) {
 		{"backend_tls type", `{"backend_tls": {"insecure_skip_verify": "yes"}}`, []string{"backend_tls.insecure_skip_verify: must be true or false"}},
 		{"backends type", `{"backends": "http://a:1"}`, []string{"backends: must be an array of URLs or backend objects"}},
 		{"backend item type", `{"backends": [42]}`, []string{`backends[0]: must be a URL string or an object with "url"`}},
-		{"backend scheme", `{"backends": ["ftp://a:1"]}`, []string{`backends[0].url: scheme of "ftp://a:1" must be http or https`}},
+		{"backend scheme", `{"backends": ["ftp://a:1"]}`, []string{`backends[0].url: scheme of "ftp://a:1" must be http, https, h2c`}},
 		{"backend no scheme", `{"backends": ["localhost:8082"]}`, []string{`backends[0].url: "localhost:8082" has no scheme: write it as http://host:port`}},
 		{"backend path", `{"backends": ["http://a:1/api"]}`, []string{`backends[0].url: "http://a:1/api" must not have a path, query or fragment`}},
 		{"backend query", `{"backends": ["http://a:1?x=1"]}`, []string{`backends[0].url: "http://a:1?x=1" must not have a path, query or fragment`}},
