@@ -212,7 +212,7 @@ func (st *stream) request(r *http.Request) error {
 	if err := st.ctx.Request.Header.Read(st.br); err != nil {
 		return err
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// Without its Close: the handler may drop the stream it was
 		// given (closing it) while it goes on reading the body; net/http
 		// closes the body once the stream is answered.

@@ -97,6 +97,9 @@ func (r *runner) startHAProxy(sc scenario, ports []string) (*exec.Cmd, string, e
 			return nil, "", err
 		}
 		bind += " ssl crt " + combined + " alpn http/1.1"
+		if sc.h2 {
+			bind = strings.Replace(bind, "alpn http/1.1", "alpn h2,http/1.1", 1)
+		}
 	}
 	balance := sc.haproxy
 	if balance == "" {
@@ -187,6 +190,11 @@ func (r *runner) startNginx(sc scenario, ports []string) (*exec.Cmd, string, err
 		}
 		listen += " ssl"
 		tls = fmt.Sprintf("ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache shared:SSL:10m;", cert, key)
+		if sc.h2 {
+			// Its default ends a connection after 1,000 requests.
+			listen += " http2"
+			tls += " keepalive_requests 1000000;"
+		}
 	}
 	var servers strings.Builder
 	for _, p := range ports {

@@ -299,6 +299,8 @@ func (r *runner) startTarget(sc scenario, name string, ports []string) *target {
 		switch {
 		case sc.https:
 			t.skipped = "backends speak plain HTTP"
+		case sc.h2 && !installed("h2load"):
+			t.skipped = "h2load is not installed"
 		case sc.idle > 0:
 			t.skipped = "measures proxies only"
 		}
@@ -380,10 +382,56 @@ func combine(rounds []Result) Result {
 	return out
 }
 
+// h2load loads t over HTTP/2 with h2load, 10 connections of 10 streams,
+// for one round; h2load reports no percentiles, so the latency columns of
+// its rows are empty.
+func (r *runner) h2load(t *target, first bool) Result {
+	url := "https://" + t.addr + "/"
+	if first {
+		// Warm up (connections, the proxy's pools) apart, unmeasured.
+		exec.Command("h2load", "-c", "10", "-m", "10", "-n", "5000", url).Run() //nolint:errcheck // the measured run reports
+	}
+	d := r.duration / time.Duration(r.rounds)
+	cmd := exec.Command("h2load", "-c", "10", "-m", "10", "-D", fmt.Sprint(max(int(d.Seconds()), 1)), url)
+	var cpu0 float64
+	if t.proxy != nil {
+		cpu0 = cpuSeconds(t.proxy.Process.Pid)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return Result{Errors: 1, FirstError: fmt.Sprintf("h2load: %v: %s", err, out)}
+	}
+	var res Result
+	for line := range strings.SplitSeq(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "finished in"):
+			if _, rps, ok := strings.Cut(line, ", "); ok {
+				fmt.Sscanf(rps, "%f req/s", &res.RPS)
+			}
+		case strings.HasPrefix(line, "requests:"):
+			var total, started, done, ok, failed, errored int64
+			fmt.Sscanf(line, "requests: %d total, %d started, %d done, %d succeeded, %d failed, %d errored",
+				&total, &started, &done, &ok, &failed, &errored)
+			res.Requests, res.Errors = ok, failed+errored
+		}
+	}
+	if t.proxy != nil && res.Requests > 0 {
+		// Connecting is in it too: a little high, the same way for every
+		// target.
+		res.CPUPer100k = (cpuSeconds(t.proxy.Process.Pid) - cpu0) / float64(res.Requests) * 100000
+		res.PeakRSSMiB = memKiB(t.proxy.Process.Pid, "VmHWM") / 1024
+	}
+	return res
+}
+
 // measure loads one target for one round of a scenario.
 func (r *runner) measure(sc scenario, t *target, ports []string, first bool) Result {
 	if sc.idle > 0 {
 		return r.idleConns(sc, t.proxy.Process.Pid, t.addr)
+	}
+	if sc.h2 {
+		return r.h2load(t, first)
 	}
 	cfg := sc.load
 	cfg.Addr, cfg.HTTPS, cfg.Duration = t.addr, sc.https, r.duration/time.Duration(r.rounds)

@@ -26,9 +26,12 @@ type scenario struct {
 	haproxy  string // HAProxy backend lines ("balance roundrobin" when empty)
 	nginx    string // nginx upstream lines ("" for round-robin); "-" when nginx has no equivalent
 	https    bool
-	churn    bool // backends added and removed during the run: fastlb's admin API, HAProxy's runtime API
-	idle     int  // idle keep-alive connections to hold instead of load
-	burst    bool // the idle connections send their requests at once, not one after another
+	// h2 loads the target with h2load over HTTP/2 (TLS, ALPN h2): 10
+	// connections of 10 concurrent streams each.
+	h2    bool
+	churn bool // backends added and removed during the run: fastlb's admin API, HAProxy's runtime API
+	idle  int  // idle keep-alive connections to hold instead of load
+	burst bool // the idle connections send their requests at once, not one after another
 	// routes, when not 0, sends each of as many host names to one of
 	// pools pools of the backends: fastlb's routes, HAProxy's map and
 	// use_backend, nginx's server blocks.
@@ -80,6 +83,7 @@ func scenarios() []scenario {
 			haproxy: "balance roundrobin\n    stick-table type ip size 100k expire 30s store http_req_rate(1s)\n    http-request track-sc0 src\n    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000000 }",
 			nginx:   "-"},
 		{name: "https", quick: true, https: true, load: small},
+		{name: "h2", https: true, h2: true},
 		{name: "admin-churn", load: small, churn: true, nginx: "-"},
 		// 1,000 host names in turn: with no routes (every proxy's one
 		// backend set), and with a route for each to one of 50 pools.
