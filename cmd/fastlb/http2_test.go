@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -120,6 +121,21 @@ func TestHTTP2(t *testing.T) {
 		t.Errorf("download: %d bytes over %s", n, resp.Proto)
 	}
 	t.Logf("peak RSS %d kB before, %d kB after moving 32 MiB each way", before, hwm())
+	// A streamed answer arrives as it is sent: the first event long before
+	// the last is written.
+	start := time.Now()
+	resp, err = client.Get("https://" + addr + "/drip/3/400ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	first := time.Since(start)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || line != "data: 0\n" || first > 600*time.Millisecond || time.Since(start) < 800*time.Millisecond {
+		t.Errorf("streamed answer: first line %q after %v, all after %v", line, first, time.Since(start))
+	}
+
 	// Over the limits: 413, and 431 for a header list over max_header_bytes.
 	resp, err = client.Post("https://"+addr+"/sink", "application/octet-stream", io.NopCloser(bytes.NewReader(make([]byte, 41<<20))))
 	if err == nil {
