@@ -101,3 +101,28 @@ func boolToUint(v bool) uint64 {
 	}
 	return 0
 }
+
+// LatencyBuckets is how many counts Latency reports: one per upper bound
+// of LatencyBound, and the last for longer durations.
+const LatencyBuckets = len(latencyBuckets) + 1
+
+// LatencyBound is the upper bound of latency bucket i (the last has none:
+// it returns 0).
+func LatencyBound(i int) time.Duration {
+	if i < len(latencyBuckets) {
+		return latencyBuckets[i]
+	}
+	return 0
+}
+
+// Latency is how many attempts at b took each bucket's time so far
+// (not cumulative), and how many answered with a 5xx status.
+func (b *Backend) Latency() (counts [LatencyBuckets]uint64, errors5xx uint64) {
+	for i := range b.latency.buckets {
+		counts[i] = b.latency.buckets[i].Load()
+	}
+	for i := 400; i < len(b.codes); i++ { // 500..599
+		errors5xx += b.codes[i].Load()
+	}
+	return counts, errors5xx
+}
