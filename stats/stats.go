@@ -47,8 +47,8 @@ type Stats struct {
 	Pools           []Pool `json:"pools"`
 }
 
-// sample is one second of one backend or pool, kept small: a backend's
-// ring is Window of them (about 7 KiB).
+// sample is one second of one backend or pool, kept small (32 bytes): a backend's
+// ring is Window of them, 9.4 KiB.
 type sample struct {
 	t        int64
 	rps      uint32
@@ -91,7 +91,7 @@ func (r *ring) series(since int64) Series {
 // counters are a backend's totals at the last sample.
 type counters struct {
 	requests, errors5xx uint64
-	latency                       [upstream.LatencyBuckets]uint64
+	latency             [upstream.LatencyBuckets]uint64
 }
 
 type key struct{ pool, id string }

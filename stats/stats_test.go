@@ -6,6 +6,7 @@ import (
 	"math"
 	"testing"
 	"time"
+	"unsafe"
 
 	"fastlb/config"
 	"fastlb/upstream"
@@ -26,13 +27,14 @@ func TestQuantile(t *testing.T) {
 		want   float32 // ms
 	}{
 		{"none", at(), 0.5, 0},
-		{"all in the first bucket: half of 5 ms", at(0, 10), 0.5, 2.5},
-		{"all in the first bucket, p99", at(0, 100), 0.99, 4.95},
-		{"second bucket 5..10 ms", at(1, 4), 0.5, 7.5},
-		{"split: median at the top of the first", at(0, 50, 1, 50), 0.5, 5},
-		{"split: p99 in the second", at(0, 50, 1, 50), 0.99, 9.9},
+		{"all in the first bucket: half of 0.5 ms", at(0, 10), 0.5, 0.25},
+		{"all in the first bucket, p99", at(0, 100), 0.99, 0.495},
+		{"second bucket 0.5..1 ms", at(1, 4), 0.5, 0.75},
+		{"split: median at the top of the first", at(0, 50, 1, 50), 0.5, 0.5},
+		{"split: p99 in the second", at(0, 50, 1, 50), 0.99, 0.99},
 		{"past the last bound reports it", at(last, 3), 0.5, 10000},
-		{"one count", at(3, 1), 0.99, 25 + 0.99*25},
+		{"one count in 2.5..5 ms", at(3, 1), 0.99, 2.5 + 0.99*2.5},
+		{"one count in 25..50 ms", at(6, 1), 0.5, 37.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := quantile(tc.counts, tc.q); math.Abs(float64(got-tc.want)) > 0.001 {
@@ -154,5 +156,12 @@ func TestRingKeepsTheLastWindow(t *testing.T) {
 		if ts != t0.Unix()+int64(i) || sa.RPS[j] != float64(i%7) {
 			t.Fatalf("sample %d: t %d rps %v, want t %d rps %d", j, ts, sa.RPS[j], t0.Unix()+int64(i), i%7)
 		}
+	}
+}
+
+// The README and the package state a ring's size from this.
+func TestSampleSize(t *testing.T) {
+	if n := unsafe.Sizeof(sample{}); n != 32 {
+		t.Errorf("a sample takes %d bytes; update the size stated in the README and sample's comment", n)
 	}
 }

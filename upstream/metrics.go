@@ -9,9 +9,11 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// latencyBuckets are the upper bounds of the request duration histogram,
-// Prometheus's default buckets.
+// latencyBuckets are the upper bounds of the request duration histogram:
+// Prometheus's default buckets, and three below them, where the requests
+// of a healthy backend on the same network take their time.
 var latencyBuckets = [...]time.Duration{
+	500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond,
 	5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
 	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
 	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,

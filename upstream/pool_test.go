@@ -259,6 +259,8 @@ func TestMetricsOutput(t *testing.T) {
 	for _, want := range []string{
 		`fastlb_requests_total{pool="default",backend="127.0.0.1:1",code="200"} 2`,
 		`fastlb_requests_total{pool="default",backend="127.0.0.1:1",code="502"} 1`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.0005"} 0`,
+		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.0025"} 0`,
 		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.005"} 1`,
 		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="0.05"} 2`,
 		`fastlb_request_duration_seconds_bucket{pool="default",backend="127.0.0.1:1",le="10"} 2`,

@@ -25,6 +25,7 @@ import (
 	"fastlb/config"
 	"fastlb/frontend"
 	"fastlb/proxy"
+	"fastlb/stats"
 	"fastlb/tlsconf"
 	"fastlb/upstream"
 )
@@ -57,6 +58,7 @@ type app struct {
 	adminServer *fasthttp.Server
 	tlsListener *tlsconf.Listener // nil without "tls"
 	stopTickets chan struct{}
+	stopStats   context.CancelFunc // ends the dashboard's sampling
 	served      chan error
 
 	// changing is held by whatever applies a configuration: a reload
@@ -250,9 +252,13 @@ func start(cfgPath string, cfg *config.Config, stderr io.Writer, inh map[string]
 		}
 		return 0
 	})
+	recorder := stats.New(a.Pools)
+	var statsCtx context.Context
+	statsCtx, a.stopStats = context.WithCancel(context.Background())
+	go recorder.Run(statsCtx)
 	api := adminapi.New(adminapi.Options{
 		Runtime: a, ConfigPath: cfgPath, Metrics: set,
-		Version: version, Started: time.Now(), Logger: logger,
+		Version: version, Started: time.Now(), Logger: logger, Stats: recorder,
 	})
 	a.adminServer = api.NewServer()
 	for _, pl := range a.pools {
@@ -586,6 +592,7 @@ func (a *app) shutdown() {
 		a.proxy.CloseTunnels(0)
 	}
 	close(a.stopTickets)
+	a.stopStats()
 	if a.fleet != nil {
 		a.fleet.Close()
 	}
