@@ -49,10 +49,12 @@ func (a *API) openAPI(ctx *fasthttp.RequestCtx) {
 }
 
 // stats answers the recent samples of every pool and backend; with
-// ?since=UNIX_SECOND only the samples taken after it.
+// ?since=UNIX_SECOND only the samples taken after it, with ?backends=last
+// only each backend's newest.
 func (a *API) stats(ctx *fasthttp.RequestCtx) {
 	var since int64
-	if raw := ctx.QueryArgs().Peek("since"); raw != nil {
+	args := ctx.QueryArgs()
+	if raw := args.Peek("since"); raw != nil {
 		v, err := strconv.ParseInt(string(raw), 10, 64)
 		if err != nil || v < 0 {
 			writeError(ctx, fasthttp.StatusBadRequest, "since: must be a Unix time in seconds, got %q", raw)
@@ -60,7 +62,16 @@ func (a *API) stats(ctx *fasthttp.RequestCtx) {
 		}
 		since = v
 	}
-	body, err := json.Marshal(a.recorder.Stats(since)) // unindented: it is the largest answer
+	last := false
+	switch raw := args.Peek("backends"); string(raw) {
+	case "", "all":
+	case "last":
+		last = true
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, `backends: must be "all" or "last", got %q`, raw)
+		return
+	}
+	body, err := json.Marshal(a.recorder.Stats(since, last)) // unindented: it is the largest answer
 	if err != nil {
 		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode the answer: %v", err)
 		return

@@ -70,10 +70,22 @@ func (r *ring) add(s sample) {
 	r.n = min(r.n+1, Window)
 }
 
-// series returns the samples taken after Unix second since, oldest first.
-func (r *ring) series(since int64) Series {
-	out := Series{T: []int64{}, RPS: []float64{}, P50ms: []float64{}, P99ms: []float64{}, Errors: []uint64{}, Active: []int64{}}
-	for i := range r.n {
+func emptySeries() Series {
+	return Series{T: []int64{}, RPS: []float64{}, P50ms: []float64{}, P99ms: []float64{}, Errors: []uint64{}, Active: []int64{}}
+}
+
+// series returns the samples taken after Unix second since, oldest first;
+// with last, only the newest of them.
+func (r *ring) series(since int64, last bool) Series {
+	out := emptySeries()
+	if r == nil {
+		return out
+	}
+	first := 0
+	if last {
+		first = max(r.n-1, 0)
+	}
+	for i := first; i < r.n; i++ {
 		s := r.s[(r.next-r.n+i+Window)%Window]
 		if s.t <= since {
 			continue
@@ -231,21 +243,17 @@ func clamp32(v uint64) uint32 { return uint32(min(v, math.MaxUint32)) }
 
 // Stats returns every pool's series and its backends', in the order of
 // the pools, with the samples taken after Unix second since (0: all).
-func (r *Recorder) Stats(since int64) Stats {
+// With backendsLast, a backend's series holds only its newest sample:
+// what a page that charts pools and lists backends needs, a small part
+// of the whole for a pool of hundreds.
+func (r *Recorder) Stats(since int64, backendsLast bool) Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := Stats{IntervalSeconds: 1, Pools: []Pool{}}
 	for _, p := range r.pools() {
-		ps := Pool{Name: p.Name(), Backends: []Backend{}}
-		if rg := r.poolRings[p.Name()]; rg != nil {
-			ps.Series = rg.series(since)
-		}
+		ps := Pool{Name: p.Name(), Backends: []Backend{}, Series: r.poolRings[p.Name()].series(since, false)}
 		for _, b := range p.Snapshot().All {
-			bs := Backend{ID: b.ID}
-			if rg := r.backends[key{p.Name(), b.ID}]; rg != nil {
-				bs.Series = rg.series(since)
-			}
-			ps.Backends = append(ps.Backends, bs)
+			ps.Backends = append(ps.Backends, Backend{ID: b.ID, Series: r.backends[key{p.Name(), b.ID}].series(since, backendsLast)})
 		}
 		out.Pools = append(out.Pools, ps)
 	}

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -86,7 +87,7 @@ func TestSample(t *testing.T) {
 	b.Release()
 	r.Sample(t0.Add(2 * time.Second))
 
-	s := r.Stats(0)
+	s := r.Stats(0, false)
 	if s.IntervalSeconds != 1 || len(s.Pools) != 2 || s.Pools[0].Name != "default" || s.Pools[1].Name != "api" {
 		t.Fatalf("pools: %+v", s)
 	}
@@ -113,8 +114,14 @@ func TestSample(t *testing.T) {
 	}
 
 	// since: only the samples after it.
-	if got := r.Stats(t0.Unix() + 1).Pools[0].Series.T; len(got) != 1 || got[0] != t0.Unix()+2 {
+	if got := r.Stats(t0.Unix()+1, false).Pools[0].Series.T; len(got) != 1 || got[0] != t0.Unix()+2 {
 		t.Errorf("since %d: t %v", t0.Unix()+1, got)
+	}
+
+	// backends=last: each backend's newest sample only; pools' series whole.
+	last := r.Stats(0, true)
+	if got := last.Pools[0].Backends[0].Series; len(got.T) != 1 || got.T[0] != t0.Unix()+2 || len(last.Pools[0].Series.T) != 2 {
+		t.Errorf("last: a's series %+v, pool's t %v", got, last.Pools[0].Series.T)
 	}
 
 	// A backend removed is forgotten; one added starts with its first
@@ -127,7 +134,7 @@ func TestSample(t *testing.T) {
 	}
 	attempt(pools[0].Snapshot().Lookup("d"), 200, time.Millisecond)
 	r.Sample(t0.Add(3 * time.Second))
-	s = r.Stats(0)
+	s = r.Stats(0, false)
 	if n := len(s.Pools[0].Backends); n != 2 || s.Pools[0].Backends[1].ID != "d" || len(s.Pools[0].Backends[1].Series.T) != 0 {
 		t.Errorf("after remove b, add d: %+v", s.Pools[0].Backends)
 	}
@@ -147,7 +154,7 @@ func TestRingKeepsTheLastWindow(t *testing.T) {
 		}
 		r.Sample(t0.Add(time.Duration(i) * time.Second))
 	}
-	sa := r.Stats(0).Pools[0].Backends[0].Series
+	sa := r.Stats(0, false).Pools[0].Backends[0].Series
 	if len(sa.T) != Window {
 		t.Fatalf("%d samples kept, want %d", len(sa.T), Window)
 	}
@@ -163,5 +170,27 @@ func TestRingKeepsTheLastWindow(t *testing.T) {
 func TestSampleSize(t *testing.T) {
 	if n := unsafe.Sizeof(sample{}); n != 32 {
 		t.Errorf("a sample takes %d bytes; update the size stated in the README and sample's comment", n)
+	}
+}
+
+// BenchmarkSample is one second's sampling of 1,000 backends in 10 pools.
+func BenchmarkSample(b *testing.B) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var pools []*upstream.Pool
+	for i := range 10 {
+		var backends []config.Backend
+		for j := range 100 {
+			addr := fmt.Sprintf("127.0.0.%d:%d", i+1, 1000+j)
+			backends = append(backends, config.Backend{URL: "http://" + addr, ID: addr, Weight: 1, Scheme: "http", Host: "127.0.0.1", Addr: addr})
+		}
+		p := upstream.NewPool(backends, upstream.Options{Name: fmt.Sprint("p", i), Rise: 1, Fall: 1, Logger: logger})
+		b.Cleanup(p.Close)
+		pools = append(pools, p)
+	}
+	r := New(func() []*upstream.Pool { return pools })
+	t0 := time.Unix(3_000_000, 0)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r.Sample(t0.Add(time.Duration(i) * time.Second))
 	}
 }

@@ -342,7 +342,7 @@ async function refresh() {
     const [status, pools, stats, cluster] = await Promise.all([
       api('GET', '/api/v1/status'),
       api('GET', '/api/v1/pools'),
-      api('GET', `/api/v1/stats?since=${since}`),
+      api('GET', `/api/v1/stats?since=${since}&backends=last`),
       askCluster ? api('GET', '/api/v1/cluster', undefined, true) : null,
     ]);
     if (askCluster) fleet = cluster !== null;

@@ -125,7 +125,8 @@ func TestOpenAPIAnswers(t *testing.T) {
 	defer c.Close()
 	const token = "openapi-token"
 	p := startBinary(t, fmt.Sprintf(`, "admin_token": %q, "health_check_frequency": "100ms",
-	  "pools": {"api": {"backends": [{"url": %q, "id": "c", "max_conns": 4}], "strategy": "least-conn", "sticky": {"mode": "ip"}}},
+	  "pools": {"api": {"backends": [{"url": %q, "id": "c", "max_conns": 4}], "strategy": "least-conn", "sticky": {"mode": "ip"}},
+	    "spare": {"backends": []}},
 	  "routes": [{"name": "api", "host": "api.example", "path_prefix": "/v1/", "strip_prefix": true, "pool": "api",
 	    "set_request_headers": {"X-Api": "1"}, "remove_request_headers": ["X-Debug"], "set_response_headers": {"X-Served-By": "fastlb"}},
 	    {"path_prefix": "/static/", "pool": "default"}]`, token, c.URL()), a)
@@ -145,7 +146,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 			} `json:"pools"`
 		}
 		adminJSON(t, p, token, "/api/v1/stats", &st)
-		if len(st.Pools) == 2 && slices.ContainsFunc(st.Pools[0].Series.RPS, func(v float64) bool { return v > 0 }) {
+		if len(st.Pools) == 3 && slices.ContainsFunc(st.Pools[0].Series.RPS, func(v float64) bool { return v > 0 }) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -172,6 +173,8 @@ func TestOpenAPIAnswers(t *testing.T) {
 		{"GET", "/api/v1/stats", "", true, 200},
 		{"GET", "/api/v1/stats?since=1", "", true, 200},
 		{"GET", "/api/v1/stats?since=yesterday", "", true, 400},
+		{"GET", "/api/v1/stats?backends=last", "", true, 200},
+		{"GET", "/api/v1/stats?backends=some", "", true, 400},
 		{"GET", "/api/v1/backends", "", true, 200},
 		{"GET", "/api/v1/backends/" + idA, "", true, 200},
 		{"GET", "/api/v1/backends/nope", "", true, 404},
