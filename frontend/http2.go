@@ -212,7 +212,12 @@ func (st *stream) request(r *http.Request) error {
 	if err := st.ctx.Request.Header.Read(st.br); err != nil {
 		return err
 	}
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+	switch {
+	case len(r.Trailer) > 0:
+		// Trailers declared: they come after the body, which streams so
+		// that they can go on (to an HTTP/2 backend) once it is read.
+		st.ctx.Request.SetBodyStream(&trailingBody{Reader: r.Body, trailer: r.Trailer}, -1)
+	case r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0:
 		// Without its Close: the handler may drop the stream it was
 		// given (closing it) while it goes on reading the body; net/http
 		// closes the body once the stream is answered.
@@ -220,6 +225,16 @@ func (st *stream) request(r *http.Request) error {
 	}
 	return nil
 }
+
+// trailingBody is a request body followed by trailers: Trailer names the
+// declared ones at once and holds their values once the body was read to
+// its end.
+type trailingBody struct {
+	io.Reader
+	trailer http.Header
+}
+
+func (b *trailingBody) Trailer() http.Header { return b.trailer }
 
 // respond writes the handler's answer to the stream: its header without
 // the fields HTTP/2 does not carry, and its body, a streamed one as it

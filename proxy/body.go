@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -51,6 +52,11 @@ func (p *Proxy) takeBody(ctx *fasthttp.RequestCtx) (*clientBody, error) {
 	if cl < 0 && bytes.HasPrefix(req.Header.ContentType(), grpc) {
 		// gRPC: its messages go on as they come (a stream may wait for
 		// an answer before it sends more), never held.
+		return streamBody(req, body, -1), nil
+	}
+	if _, ok := body.r.(upstream.Trailing); ok {
+		// Trailers follow the body: it goes on as it comes, and they
+		// after it.
 		return streamBody(req, body, -1), nil
 	}
 	// Read the body into the request's own buffer. ResetBody first hands
@@ -128,6 +134,15 @@ type clientBody struct {
 
 	backend        net.Conn // see Pace
 	backendTimeout time.Duration
+}
+
+// Trailer is the trailers of an HTTP/2 client's body (upstream.Trailing),
+// nil for any other.
+func (c *clientBody) Trailer() http.Header {
+	if t, ok := c.r.(upstream.Trailing); ok {
+		return t.Trailer()
+	}
+	return nil
 }
 
 // Pace makes every read of the body first extend conn's write deadline by

@@ -97,6 +97,16 @@ func (b *Backend) DoH2(req *fasthttp.Request, resp *fasthttp.Response, teTrailer
 		return err
 	}
 	hreq.ContentLength = max(length, -1)
+	if t, ok := body.(Trailing); ok && len(t.Trailer()) > 0 {
+		// Declared now, sent once the body is read to its end (when
+		// net/http has their values).
+		hreq.Trailer = make(http.Header, len(t.Trailer()))
+		for k := range t.Trailer() {
+			hreq.Trailer[k] = nil
+		}
+		hreq.Body = &trailerCopy{r: body, from: t, to: hreq.Trailer}
+		hreq.ContentLength = -1
+	}
 	hreq.Host = string(req.Header.Host())
 	req.Header.VisitAll(func(k, v []byte) {
 		switch string(k) {
@@ -146,6 +156,34 @@ func (b *Backend) DoH2(req *fasthttp.Request, resp *fasthttp.Response, teTrailer
 	resp.SetBodyStream(&H2Body{b: b, resp: hresp, cancel: cancel}, int(max(hresp.ContentLength, -1)))
 	return nil
 }
+
+// Trailing is a request body followed by trailers (an HTTP/2 client's):
+// Trailer names them before the body is read, and holds their values
+// once it was read to its end. DoH2 sends them on; an HTTP/1.1 backend
+// does not get them.
+type Trailing interface {
+	Trailer() http.Header
+}
+
+// trailerCopy reads a request body to an HTTP/2 backend and, at its end,
+// fills the outgoing request's declared trailers from the client's.
+type trailerCopy struct {
+	r    io.Reader
+	from Trailing
+	to   http.Header
+}
+
+func (c *trailerCopy) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		for k := range c.to {
+			c.to[k] = c.from.Trailer()[k]
+		}
+	}
+	return n, err
+}
+
+func (c *trailerCopy) Close() error { return nil }
 
 // H2Body is the streamed body of an HTTP/2 backend's answer. Once read to
 // its end, Trailer holds the answer's trailers.

@@ -42,6 +42,11 @@ func TestGRPCThroughH2C(t *testing.T) {
 	p.SetUnencryptedHTTP2(true)
 	p.SetHTTP1(true)
 	h2srv := &http.Server{Protocols: &p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/h2/trailers" { // what came, the request's trailers included
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%q sum=%q", b, r.Trailer.Get("X-Sum"))
+			return
+		}
 		w.Header().Set("Trailer", "X-Checksum")
 		fmt.Fprintf(w, "%s %s te=%q", r.Proto, r.URL.Path, r.Header.Get("Te"))
 		w.Header().Set("X-Checksum", "42")
@@ -104,6 +109,21 @@ func TestGRPCThroughH2C(t *testing.T) {
 	r.Body.Close()
 	if string(body) != `HTTP/2.0 /h2/x te="trailers"` || r.Trailer.Get("X-Checksum") != "42" {
 		t.Errorf("h2 to h2c: %q, trailers %v", body, r.Trailer)
+	}
+	// The request's trailers go on too, after its body (short or long).
+	for _, size := range []int{5, 300 << 10} {
+		sent := strings.Repeat("x", size)
+		req, _ = http.NewRequest("POST", "https://"+addr+"/h2/trailers", strings.NewReader(sent))
+		req.Trailer = http.Header{"X-Sum": {"7"}}
+		r, err = client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+		if want := fmt.Sprintf("%q sum=%q", sent, "7"); string(body) != want {
+			t.Errorf("request trailers, %d bytes: got %.80q, want %.80q", size, body, want)
+		}
 	}
 	// An HTTP/1.1 client's request, translated both ways; no TE forwarded.
 	code, b1 := get(t, "http://"+proc.addr+"/h2/y")
