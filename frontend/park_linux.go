@@ -128,25 +128,38 @@ func (s *Server) parkSet() *parkSet {
 
 // watchParked serves again the connections whose next request arrives and
 // closes those that reach their idle deadline, until the set is closed.
+//
+// The connections that became readable are taken inside the read
+// callback, which then asks Go's poller to wait for more: readiness that
+// arrives while the callback runs is noted by the poller (the wait has
+// begun), so one epoll_wait on the set per wake is enough. The callback
+// returns only on an error; the read ends at the idle deadline armed.
 func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 	events := make([]unix.EpollEvent, 128)
-	var n int
-	drain := func(fd uintptr) bool {
-		var err error
-		n, err = unix.EpollWait(int(fd), events, 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
-	}
-	for {
-		n = 0
-		err := rc.Read(drain)
-		var ready, expired []*conn
-		p.mu.Lock()
-		for _, ev := range events[:n] {
-			if c := p.conns[int(ev.Fd)]; c != nil {
-				p.unpark(s, c)
-				ready = append(ready, c)
+	var waitErr error
+	take := func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), events, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				waitErr = err
+				return true
+			}
+			s.wake(p, events[:n])
+			if n < len(events) {
+				return false // all taken: wait for more
 			}
 		}
+	}
+	for {
+		err := rc.Read(take)
+		if err == nil {
+			err = waitErr
+		}
+		var expired []*conn
+		p.mu.Lock()
 		now := time.Now()
 		for c := p.oldest; c != nil; c = p.oldest {
 			if d := s.idleDeadline(c); d.IsZero() || d.After(now) {
@@ -161,14 +174,10 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 			p.armed = time.Time{}
 		}
 		closed := p.closed
-		if !closed && (err == nil || os.IsTimeout(err)) {
+		if !closed && os.IsTimeout(err) {
 			p.file.SetReadDeadline(p.armed) //nolint:errcheck // a file in Go's poller takes deadlines
 		}
 		p.mu.Unlock()
-		for _, c := range ready {
-			c.woken()
-			s.run(c)
-		}
 		for _, c := range expired {
 			c.close() //nolint:errcheck // idle for client_idle_timeout
 		}
@@ -176,11 +185,31 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 			p.file.Close()
 			return
 		}
-		if err != nil && !os.IsTimeout(err) {
+		if !os.IsTimeout(err) {
 			s.logger.Error("waiting for parked connections failed; closing them", "error", err.Error())
 			s.closeParked()
 			return
 		}
+	}
+}
+
+// wake serves again the parked connections that events report readable.
+func (s *Server) wake(p *parkSet, events []unix.EpollEvent) {
+	if len(events) == 0 {
+		return
+	}
+	ready := make([]*conn, 0, len(events))
+	p.mu.Lock()
+	for _, ev := range events {
+		if c := p.conns[int(ev.Fd)]; c != nil {
+			p.unpark(s, c)
+			ready = append(ready, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range ready {
+		c.woken()
+		s.run(c)
 	}
 }
 
