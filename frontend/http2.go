@@ -61,6 +61,10 @@ func (s *Server) enableHTTP2() {
 		ReadHeaderTimeout: s.opts.ReadTimeout,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: MaxConcurrentStreams,
+			// The protocol's default, as HAProxy and nginx keep it: a
+			// peer's frame larger than this is a FRAME_SIZE_ERROR (RFC
+			// 9113 section 4.2), not a megabyte read on its word.
+			MaxReadFrameSize: 16 << 10,
 			CountError: func(errType string) {
 				h.set.GetOrCreateCounter(`fastlb_http2_errors_total{type="` + errType + `"}`).Inc()
 			},

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -284,5 +286,60 @@ func TestHTTP2RapidReset(t *testing.T) {
 	resp.Body.Close()
 	if _, m := get(t, "http://"+proc.adminAddr+"/metrics"); goAway != nil && !strings.Contains(m, "fastlb_http2_errors_total") {
 		t.Errorf("the reset burst is not counted")
+	}
+}
+
+// fastlb advertises the protocol's default frame size, 16 KiB, and ends a
+// connection that sends a larger frame with FRAME_SIZE_ERROR (RFC 9113
+// section 4.2) rather than reading it.
+func TestHTTP2FrameSize(t *testing.T) {
+	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
+	defer a.Close()
+	_, addr, _ := startH2(t, "", "", a)
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if v, ok := settings.Value(http2.SettingMaxFrameSize); ok && v != 16<<10 {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want 16384 (or absent: the default)", v)
+	}
+	// A HEADERS frame of 16 KiB + 1: a header block with one long value.
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, h := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", addr}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]})
+	}
+	pad := make([]byte, 24<<10) // random, so that its Huffman code stays long
+	rand.Read(pad)
+	enc.WriteField(hpack.HeaderField{Name: "x-pad", Value: base64.StdEncoding.EncodeToString(pad)})
+	block := hb.Bytes()[:16<<10+1]
+	fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndStream|http2.FlagHeadersEndHeaders, 1, block)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY before %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeFrameSize {
+				t.Errorf("GOAWAY %v, want FRAME_SIZE_ERROR", g.ErrCode)
+			}
+			return
+		}
+		if _, ok := f.(*http2.DataFrame); ok {
+			t.Fatal("the oversized frame was served")
+		}
 	}
 }
