@@ -269,6 +269,7 @@ function drawCharts(s, data, now) {
 // addSamples keeps each pool's samples of the last five minutes and each
 // backend's latest.
 function addSamples(stats) {
+  const present = new Set();
   for (const p of stats.pools) {
     let d = series.get(p.name);
     if (!d) { d = { t: [], rps: [], p50: [], p99: [] }; series.set(p.name, d); }
@@ -281,6 +282,7 @@ function addSamples(stats) {
     const cut = d.t.findIndex((t) => t > since - WINDOW_S);
     if (cut > 0) for (const k of ['t', 'rps', 'p50', 'p99']) d[k].splice(0, cut);
     for (const b of p.backends) {
+      present.add(p.name + '\n' + b.id);
       const n = b.series.t.length;
       if (n) {
         const bs = b.series;
@@ -288,6 +290,7 @@ function addSamples(stats) {
       }
     }
   }
+  for (const k of latest.keys()) if (!present.has(k)) latest.delete(k); // removed backends
 }
 
 function render(pools, status) {
