@@ -166,10 +166,10 @@ func TestRingKeepsTheLastWindow(t *testing.T) {
 	}
 }
 
-// The README and the package state a ring's size from this.
+// sample's comment states a ring's size from this.
 func TestSampleSize(t *testing.T) {
 	if n := unsafe.Sizeof(sample{}); n != 32 {
-		t.Errorf("a sample takes %d bytes; update the size stated in the README and sample's comment", n)
+		t.Errorf("a sample takes %d bytes; update the size stated in sample's comment", n)
 	}
 }
 
