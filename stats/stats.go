@@ -78,9 +78,6 @@ func emptySeries() Series {
 // with last, only the newest of them.
 func (r *ring) series(since int64, last bool) Series {
 	out := emptySeries()
-	if r == nil {
-		return out
-	}
 	first := 0
 	if last {
 		first = max(r.n-1, 0)
@@ -108,19 +105,35 @@ type counters struct {
 
 type key struct{ pool, id string }
 
+// tracked is what the recorder keeps of a backend or a pool: its samples,
+// and for a backend its totals at the last sample.
+type tracked struct {
+	ring
+	last counters
+	gen  uint64 // the sample that last saw it
+}
+
+// series is t's samples (see ring.series); none for a t not tracked.
+func (t *tracked) series(since int64, last bool) Series {
+	if t == nil {
+		return emptySeries()
+	}
+	return t.ring.series(since, last)
+}
+
 // Recorder samples the pools once a second. It is safe for concurrent use.
 type Recorder struct {
 	pools func() []*upstream.Pool
 
-	mu        sync.Mutex
-	backends  map[key]*ring
-	poolRings map[string]*ring
-	last      map[key]counters
+	mu       sync.Mutex
+	gen      uint64 // samples taken
+	backends map[key]*tracked
+	byPool   map[string]*tracked
 }
 
 // New returns a recorder of the pools that pools returns at each sample.
 func New(pools func() []*upstream.Pool) *Recorder {
-	return &Recorder{pools: pools, backends: map[key]*ring{}, poolRings: map[string]*ring{}, last: map[key]counters{}}
+	return &Recorder{pools: pools, backends: map[key]*tracked{}, byPool: map[string]*tracked{}}
 }
 
 // Run samples every second until ctx ends.
@@ -143,24 +156,23 @@ func (r *Recorder) Run(ctx context.Context) {
 func (r *Recorder) Sample(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seen := map[key]bool{}
-	seenPools := map[string]bool{}
+	r.gen++
 	for _, p := range r.pools() {
-		var pool sample
+		pool := sample{t: now.Unix()}
 		var poolLat [upstream.LatencyBuckets]uint64
-		pool.t = now.Unix()
 		have := false
 		for _, b := range p.Snapshot().All {
 			k := key{p.Name(), b.ID}
-			seen[k] = true
 			var c counters
 			c.latency, c.errors5xx = b.Latency()
 			c.requests = b.Requests()
-			prev, ok := r.last[k]
-			r.last[k] = c
-			if !ok {
+			st := r.backends[k]
+			if st == nil {
+				r.backends[k] = &tracked{last: c, gen: r.gen}
 				continue
 			}
+			prev := st.last
+			st.last, st.gen = c, r.gen
 			var lat [upstream.LatencyBuckets]uint64
 			for i := range lat {
 				lat[i] = c.latency[i] - prev.latency[i]
@@ -170,38 +182,31 @@ func (r *Recorder) Sample(now time.Time) {
 				errors: clamp32(c.errors5xx - prev.errors5xx),
 				active: int32(min(max(b.Active(), 0), math.MaxInt32))}
 			s.p50, s.p99 = quantile(lat, 0.5), quantile(lat, 0.99)
-			rg := r.backends[k]
-			if rg == nil {
-				rg = &ring{}
-				r.backends[k] = rg
-			}
-			rg.add(s)
+			st.add(s)
 			pool.rps = clamp32(uint64(pool.rps) + uint64(s.rps))
 			pool.errors = clamp32(uint64(pool.errors) + uint64(s.errors))
 			pool.active = int32(min(int64(pool.active)+int64(s.active), math.MaxInt32))
 			have = true
 		}
-		seenPools[p.Name()] = true
-		if !have {
-			continue
+		pt := r.byPool[p.Name()]
+		if pt == nil {
+			pt = &tracked{}
+			r.byPool[p.Name()] = pt
 		}
-		pool.p50, pool.p99 = quantile(poolLat, 0.5), quantile(poolLat, 0.99)
-		rg := r.poolRings[p.Name()]
-		if rg == nil {
-			rg = &ring{}
-			r.poolRings[p.Name()] = rg
+		pt.gen = r.gen
+		if have {
+			pool.p50, pool.p99 = quantile(poolLat, 0.5), quantile(poolLat, 0.99)
+			pt.add(pool)
 		}
-		rg.add(pool)
 	}
-	for k := range r.last {
-		if !seen[k] {
-			delete(r.last, k)
+	for k, st := range r.backends {
+		if st.gen != r.gen {
 			delete(r.backends, k)
 		}
 	}
-	for name := range r.poolRings {
-		if !seenPools[name] {
-			delete(r.poolRings, name)
+	for name, pt := range r.byPool {
+		if pt.gen != r.gen {
+			delete(r.byPool, name)
 		}
 	}
 }
@@ -251,7 +256,7 @@ func (r *Recorder) Stats(since int64, backendsLast bool) Stats {
 	defer r.mu.Unlock()
 	out := Stats{IntervalSeconds: 1, Pools: []Pool{}}
 	for _, p := range r.pools() {
-		ps := Pool{Name: p.Name(), Backends: []Backend{}, Series: r.poolRings[p.Name()].series(since, false)}
+		ps := Pool{Name: p.Name(), Backends: []Backend{}, Series: r.byPool[p.Name()].series(since, false)}
 		for _, b := range p.Snapshot().All {
 			ps.Backends = append(ps.Backends, Backend{ID: b.ID, Series: r.backends[key{p.Name(), b.ID}].series(since, backendsLast)})
 		}
