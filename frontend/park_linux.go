@@ -136,6 +136,7 @@ func (s *Server) parkSet() *parkSet {
 // returns only on an error; the read ends at the idle deadline armed.
 func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 	events := make([]unix.EpollEvent, 128)
+	ready := make([]*conn, 0, len(events)) // wake's, reused
 	var waitErr error
 	take := func(fd uintptr) bool {
 		for {
@@ -147,7 +148,7 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 				waitErr = err
 				return true
 			}
-			s.wake(p, events[:n])
+			ready = s.wake(p, events[:n], ready[:0])
 			if n < len(events) {
 				return false // all taken: wait for more
 			}
@@ -193,12 +194,12 @@ func (s *Server) watchParked(p *parkSet, rc syscall.RawConn) {
 	}
 }
 
-// wake serves again the parked connections that events report readable.
-func (s *Server) wake(p *parkSet, events []unix.EpollEvent) {
+// wake serves again the parked connections that events report readable,
+// listing them in ready, which it returns for the next call.
+func (s *Server) wake(p *parkSet, events []unix.EpollEvent, ready []*conn) []*conn {
 	if len(events) == 0 {
-		return
+		return ready
 	}
-	ready := make([]*conn, 0, len(events))
 	p.mu.Lock()
 	for _, ev := range events {
 		if c := p.conns[int(ev.Fd)]; c != nil {
@@ -207,10 +208,12 @@ func (s *Server) wake(p *parkSet, events []unix.EpollEvent) {
 		}
 	}
 	p.mu.Unlock()
-	for _, c := range ready {
+	for i, c := range ready {
+		ready[i] = nil // not kept alive by the buffer
 		c.woken()
 		s.run(c)
 	}
+	return ready
 }
 
 // closeParked closes the parked connections, and any that parks from now

@@ -166,7 +166,10 @@ type Trailing interface {
 }
 
 // trailerCopy reads a request body to an HTTP/2 backend and, at its end,
-// fills the outgoing request's declared trailers from the client's.
+// fills the outgoing request's declared trailers from the client's. The
+// outgoing request has a map of its own: the transport reads its keys
+// while it writes the header, when net/http's server may be filling the
+// client's.
 type trailerCopy struct {
 	r    io.Reader
 	from Trailing

@@ -227,12 +227,7 @@ func TestHTTP2RapidReset(t *testing.T) {
 	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
 	defer a.Close()
 	proc, addr, client := startH2(t, "", "", a)
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte(http2.ClientPreface))
+	c := dialH2(t, addr)
 	fr, rd := http2.NewFramer(c, nil), http2.NewFramer(nil, c) // one writes, the other reads
 	fr.WriteSettings()
 	var hb bytes.Buffer
@@ -289,6 +284,19 @@ func TestHTTP2RapidReset(t *testing.T) {
 	}
 }
 
+// dialH2 opens a TLS connection that chose h2 and sends the client
+// preface; frames are the test's to write. Closed when the test ends.
+func dialH2(t *testing.T, addr string) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Write([]byte(http2.ClientPreface))
+	return c
+}
+
 // fastlb advertises the protocol's default frame size, 16 KiB, and ends a
 // connection that sends a larger frame with FRAME_SIZE_ERROR (RFC 9113
 // section 4.2) rather than reading it.
@@ -296,13 +304,8 @@ func TestHTTP2FrameSize(t *testing.T) {
 	a, _ := testbackends.Start("127.0.0.1:0", testbackends.Options{Name: "a"})
 	defer a.Close()
 	_, addr, _ := startH2(t, "", "", a)
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialH2(t, addr)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte(http2.ClientPreface))
 	fr := http2.NewFramer(c, c)
 	fr.WriteSettings()
 	f, err := fr.ReadFrame()
