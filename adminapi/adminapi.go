@@ -88,10 +88,9 @@ type Options struct {
 
 // API is the admin API's handler. It is safe for concurrent use.
 type API struct {
-	opts     Options
-	recorder *stats.Recorder
-	router   *router.Router
-	handler  fasthttp.RequestHandler
+	opts    Options
+	router  *router.Router
+	handler fasthttp.RequestHandler
 }
 
 // New builds the admin API's routes.
@@ -99,10 +98,10 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &API{opts: opts, recorder: opts.Stats}
-	if a.recorder == nil {
-		a.recorder = stats.New(opts.Runtime.Pools)
+	if opts.Stats == nil {
+		opts.Stats = stats.New(opts.Runtime.Pools)
 	}
+	a := &API{opts: opts}
 	r := router.New()
 	a.router = r
 	r.RedirectTrailingSlash = false

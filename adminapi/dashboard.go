@@ -71,7 +71,7 @@ func (a *API) stats(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, `backends: must be "all" or "last", got %q`, raw)
 		return
 	}
-	body, err := json.Marshal(a.recorder.Stats(since, last)) // unindented: it is the largest answer
+	body, err := json.Marshal(a.opts.Stats.Stats(since, last)) // unindented: it is the largest answer
 	if err != nil {
 		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode the answer: %v", err)
 		return

@@ -217,8 +217,11 @@ function updateRow(tr, pool, b) {
 }
 
 function newSection(pool) {
-  const rps = svgEl('svg', { 'data-chart': 'rps', 'data-pool': pool, viewBox: '0 0 300 100', preserveAspectRatio: 'none', role: 'img', 'aria-label': `requests per second of ${pool}` });
-  const lat = svgEl('svg', { 'data-chart': 'latency', 'data-pool': pool, viewBox: '0 0 300 100', preserveAspectRatio: 'none', role: 'img', 'aria-label': `latency of ${pool}` });
+  const chart = (kind, what) => svgEl('svg', {
+    'data-chart': kind, 'data-pool': pool, viewBox: '0 0 300 100', preserveAspectRatio: 'none', role: 'img', 'aria-label': `${what} of ${pool}`,
+  });
+  const rps = chart('rps', 'requests per second');
+  const lat = chart('latency', 'latency');
   const rpsMax = el('span', {}, '');
   const latMax = el('span', {}, '');
   const axis = () => el('div', { class: 'axis' }, el('span', {}, '5 min ago'), el('span', {}, 'now'));
