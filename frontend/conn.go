@@ -58,6 +58,9 @@ type conn struct {
 	rd, wd       sock.LazyDeadline
 	readDeadline time.Time
 	readPending  bool
+	// expired: the wait for the next request ends at once (a quiet
+	// connection), without a deadline armed on the socket.
+	expired bool
 
 	// Set before the connection is first served (see admitted).
 	remote  net.Addr    // the client's address from a PROXY protocol header; nil: the peer's
@@ -97,24 +100,30 @@ func (s *Server) parkSlack() time.Duration { return s.parkAfter / 8 }
 // woken again after the first request of each burst.
 const quietWaits = 2
 
-// pastDeadline is a deadline in the past: a read under it fails at once.
-var pastDeadline = time.Unix(1, 0)
+// errExpired is what a Read of a quiet connection's wait for its next
+// request reports: its deadline passed (net.Error, Timeout true), as a
+// read of a socket whose deadline has passed reports, and nothing read.
+var errExpired error = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
 // SetReadDeadline arms a deadline for the wait for the next request at once
-// (unless the armed one covers it), and leaves any other for the next Read.
-// A quiet connection's wait has a deadline already past: it ends at once
-// unless the request is already read, and the connection parks.
+// (unless the armed one covers it), and leaves any other for the Read that
+// must wait (see Read). A quiet connection's wait has a deadline already
+// past: it ends at once unless the request is already read, and the
+// connection parks; the socket's own deadline is left as it is, since no
+// Read reaches the socket before another deadline is set.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if c.direct {
 		return c.Conn.SetReadDeadline(t)
 	}
+	c.expired = false
 	if fasthttp.ConnState(c.state.Load()) != fasthttp.StateIdle {
 		c.readDeadline, c.readPending = t, true
 		return nil
 	}
 	c.readPending = false
 	if c.quiet >= quietWaits && c.srv.parkAfter > 0 {
-		t = pastDeadline
+		c.expired = true
+		return nil
 	}
 	return c.armRead(t, c.srv.parkSlack())
 }
@@ -165,8 +174,10 @@ func (c *conn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-// Read reads, first arming a read deadline left pending, and notes whether
-// it ended at its deadline with nothing read.
+// Read reads, and notes whether it ended at its deadline with nothing read.
+// A read deadline left pending is armed only if the Read must wait: most
+// requests are whole in the socket when their wait ends (or the connection
+// wakes from parking), and then none is.
 func (c *conn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
@@ -175,7 +186,18 @@ func (c *conn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
+	if c.expired {
+		c.timedOut = true
+		return 0, errExpired
+	}
 	if c.readPending {
+		n, err := c.Socket.ReadNow(b)
+		if err != sock.ErrWouldBlock {
+			if err != nil {
+				c.timedOut = false
+			}
+			return n, err
+		}
 		c.readPending = false
 		if err := c.armRead(c.readDeadline, c.srv.slack); err != nil {
 			return 0, err

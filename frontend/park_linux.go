@@ -26,9 +26,9 @@ import (
 type parkSet struct {
 	mu     sync.Mutex
 	epfd   int
-	file   *os.File      // epfd in Go's poller, readable when the set has events
-	conns  map[int]*conn // parked, by descriptor
-	oldest *conn         // the parked connections, oldest first (conn.prev, conn.next)
+	file   *os.File // epfd in Go's poller, readable when the set has events
+	conns  []*conn  // parked, indexed by descriptor (descriptors are small and reused)
+	oldest *conn    // the parked connections, oldest first (conn.prev, conn.next)
 	newest *conn
 	armed  time.Time // the idle deadline the watcher's wait ends at
 	closed bool      // by closeParked: connections park no more
@@ -66,6 +66,9 @@ func (s *Server) park(c *conn) {
 		return
 	}
 	c.inSet, c.fd = true, fd
+	if fd >= len(p.conns) {
+		p.conns = append(p.conns, make([]*conn, fd+1-len(p.conns))...)
+	}
 	p.conns[fd] = c
 	c.prev, c.next = p.newest, nil
 	if p.newest != nil {
@@ -85,7 +88,7 @@ func (s *Server) park(c *conn) {
 
 // unpark takes c out of the parked list; the caller holds p.mu.
 func (p *parkSet) unpark(s *Server, c *conn) {
-	delete(p.conns, c.fd)
+	p.conns[c.fd] = nil
 	if c.prev != nil {
 		c.prev.next = c.next
 	} else {
@@ -114,7 +117,7 @@ func (s *Server) parkSet() *parkSet {
 			unix.Close(epfd)
 			return
 		}
-		p := &parkSet{epfd: epfd, file: os.NewFile(uintptr(epfd), "parked"), conns: make(map[int]*conn)}
+		p := &parkSet{epfd: epfd, file: os.NewFile(uintptr(epfd), "parked")}
 		rc, err := p.file.SyscallConn()
 		if err != nil {
 			p.file.Close()
@@ -202,9 +205,11 @@ func (s *Server) wake(p *parkSet, events []unix.EpollEvent, ready []*conn) []*co
 	}
 	p.mu.Lock()
 	for _, ev := range events {
-		if c := p.conns[int(ev.Fd)]; c != nil {
-			p.unpark(s, c)
-			ready = append(ready, c)
+		if fd := int(ev.Fd); fd < len(p.conns) {
+			if c := p.conns[fd]; c != nil {
+				p.unpark(s, c)
+				ready = append(ready, c)
+			}
 		}
 	}
 	p.mu.Unlock()

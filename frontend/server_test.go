@@ -344,6 +344,62 @@ func TestQuietConnectionParksAtOnce(t *testing.T) {
 	}
 }
 
+// TestRequestInPiecesAfterParking: a connection woken from parking by the
+// first piece of a request is given client_read_timeout for the rest,
+// counted from when the request began: it is served if the rest comes in
+// time, closed if it does not. (The deadline of a request is armed only
+// when a read must wait; the one the socket last had is long past.)
+func TestRequestInPiecesAfterParking(t *testing.T) {
+	const after, readTimeout = 50 * time.Millisecond, 400 * time.Millisecond
+	ts := startServer(t, func(c *config.Config) {
+		c.ParkIdleAfter, c.ClientReadTimeout = after, readTimeout
+	}, nil)
+	quiet := func(c *client) {
+		t.Helper()
+		c.get("/")
+		for range quietWaits {
+			waitFor(t, "the connection to park", func() bool { return ts.Parked() == 1 })
+			time.Sleep(after) // parked for park_idle_after: a long wait
+			c.get("/")
+		}
+		waitFor(t, "the connection to park at once", func() bool { return ts.Parked() == 1 })
+	}
+	head := "GET /pieces HTTP/1.1\r\nHost: h\r\n"
+
+	c := ts.dial(t)
+	quiet(c)
+	if _, err := io.WriteString(c.c, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(readTimeout / 2)
+	if _, err := io.WriteString(c.c, "X-Rest: 1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		t.Fatalf("the request sent in two pieces: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the request sent in two pieces: status %d", resp.StatusCode)
+	}
+	c.c.Close()
+	waitFor(t, "the first connection to close", func() bool { return ts.Parked() == 0 })
+
+	c = ts.dial(t)
+	quiet(c)
+	if _, err := io.WriteString(c.c, head); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(c.r) // fastlb may answer 408 before it closes
+	if d := time.Since(start); d < readTimeout*3/4 || d > readTimeout+time.Second {
+		t.Errorf("a request left unfinished was cut off after %v, want about client_read_timeout (%v)", d, readTimeout)
+	}
+}
+
 // TestMemoryReturnedAfterBurst: once a burst of connections served at once
 // has gone idle, the server returns freed memory to the system; a burst of
 // fewer than releaseAfter connections does not make it.

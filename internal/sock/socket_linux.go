@@ -28,6 +28,7 @@ type Socket struct {
 	// the fields after it: made once per socket because a closure per call
 	// would allocate.
 	recv, send, ready func(fd uintptr) bool
+	recvNow           func(fd uintptr)
 	rbuf, wbuf        []byte
 	rn, wn            int
 	rerr              syscall.Errno
@@ -50,6 +51,7 @@ func (s *Socket) Init(c net.Conn) {
 		s.rn, s.rerr = recvfrom(fd, s.rbuf, 0)
 		return s.rerr != syscall.EAGAIN
 	}
+	s.recvNow = func(fd uintptr) { s.rn, s.rerr = recvfrom(fd, s.rbuf, syscall.MSG_DONTWAIT) }
 	s.ready = func(fd uintptr) bool {
 		var b [1]byte
 		s.rn, s.rerr = recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
@@ -120,6 +122,30 @@ func (s *Socket) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// ReadNow reads like Read what the socket holds, without waiting and
+// whatever the read deadline: ErrWouldBlock if it holds nothing yet. A
+// connection other than a TCP socket reports ErrWouldBlock always.
+func (s *Socket) ReadNow(b []byte) (int, error) {
+	if s.rc == nil || len(b) == 0 {
+		return 0, ErrWouldBlock
+	}
+	s.rbuf, s.rn, s.rerr = b, 0, 0
+	err := s.rc.Control(s.recvNow)
+	n, errno := s.rn, s.rerr
+	s.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case errno == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case errno != 0:
+		return 0, s.opError("read", os.NewSyscallError("recvfrom", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
 // Wait waits in Go's poller, until the read deadline, for the socket to
 // have something to read: data, or the peer's end (a Read then reports
 // io.EOF or the error). It reads nothing.
@@ -171,8 +197,8 @@ func (s *Socket) Control(f func(fd uintptr)) error {
 // naming the operation and the connection's addresses. An error of the
 // RawConn is one already, named raw-read or raw-write: it is renamed.
 func (s *Socket) opError(op string, err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
+	oe, ok := err.(*net.OpError) // RawConn makes these: errors.As, which reflects, only for others
+	if ok || errors.As(err, &oe) {
 		oe.Op = op
 		return oe
 	}

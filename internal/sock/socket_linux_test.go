@@ -216,3 +216,46 @@ func TestSocketWait(t *testing.T) {
 		t.Fatalf("Read after the peer closed = %v, want io.EOF", err)
 	}
 }
+
+// ReadNow reads what is there whatever the read deadline, reports
+// ErrWouldBlock when nothing is, io.EOF once the peer has closed, and a
+// non-TCP connection always would block.
+func TestSocketReadNow(t *testing.T) {
+	s, peer := socketPair(t)
+	buf := make([]byte, 16)
+	if n, err := s.ReadNow(buf); n != 0 || err != ErrWouldBlock {
+		t.Fatalf("ReadNow on an empty socket = %d, %v; want ErrWouldBlock", n, err)
+	}
+	s.SetReadDeadline(time.Unix(1, 0)) // long past: ReadNow does not wait, so it does not apply
+	peer.Write([]byte("hello"))
+	deadline := time.Now().Add(5 * time.Second)
+	n, err := s.ReadNow(buf)
+	for ; err == ErrWouldBlock && time.Now().Before(deadline); n, err = s.ReadNow(buf) {
+		time.Sleep(time.Millisecond)
+	}
+	if string(buf[:n]) != "hello" || err != nil {
+		t.Fatalf("ReadNow = %q, %v; want hello", buf[:n], err)
+	}
+	if n, err := s.ReadNow(nil); n != 0 || err != ErrWouldBlock {
+		t.Fatalf("ReadNow of nothing = %d, %v", n, err)
+	}
+	if _, err := s.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read under a past deadline = %v, want a timeout", err)
+	}
+	peer.Close()
+	for n, err = s.ReadNow(buf); err == ErrWouldBlock && time.Now().Before(deadline); n, err = s.ReadNow(buf) {
+		time.Sleep(time.Millisecond)
+	}
+	if n != 0 || err != io.EOF {
+		t.Fatalf("ReadNow after the peer closed = %d, %v; want io.EOF", n, err)
+	}
+
+	a, b := net.Pipe()
+	defer b.Close()
+	p := &Socket{}
+	p.Init(a)
+	defer p.Close()
+	if _, err := p.ReadNow(buf); err != ErrWouldBlock {
+		t.Fatalf("ReadNow of a pipe = %v, want ErrWouldBlock", err)
+	}
+}

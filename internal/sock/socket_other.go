@@ -18,3 +18,6 @@ func (s *Socket) Init(c net.Conn) { s.Conn = c }
 
 // Wait is Linux's only: elsewhere connections are not parked.
 func (s *Socket) Wait() error { return errors.ErrUnsupported }
+
+// ReadNow reads nothing: elsewhere every read waits in Go's poller.
+func (s *Socket) ReadNow([]byte) (int, error) { return 0, ErrWouldBlock }
