@@ -31,11 +31,21 @@ func (d *LazyDeadline) Covers(t time.Time, slack time.Duration) bool {
 	return !d.armed.Before(t) && d.armed.Sub(t) <= slack
 }
 
-// Arm records and returns the deadline to arm for t: t plus slack, or no
-// deadline for the zero t.
+// Arm records and returns the deadline to arm for t, or no deadline for
+// the zero t: more than half the slack and at most slack after t, on a
+// grid of half the slack, so that the deadlines of connections that wait
+// alike come at the same instants: the runtime, idle, then wakes once for
+// all those whose deadline came rather than once for each.
 func (d *LazyDeadline) Arm(t time.Time, slack time.Duration) time.Time {
 	if !t.IsZero() {
 		t = t.Add(slack)
+		if g := int64(slack / 2); g > 0 {
+			off := t.UnixNano() % g
+			if off < 0 {
+				off += g
+			}
+			t = t.Add(-time.Duration(off)) // Add, unlike Truncate, keeps the monotonic reading
+		}
 	}
 	d.armed = t
 	return t
