@@ -41,27 +41,18 @@ func TestLazyDeadline(t *testing.T) {
 	}
 
 	var d LazyDeadline
-	got := d.Arm(at(100), slack)
-	if off := got.Sub(at(100)); off <= slack/2 || off > slack {
-		t.Errorf("Arm(100ms) = %v after it, want more than %v and at most %v", off, slack/2, slack)
-	}
-	if got.UnixNano()%int64(slack/2) != 0 {
-		t.Errorf("Arm(100ms) = %v, not on the grid of %v", got, slack/2)
-	}
-	if !d.Covers(at(100), slack) || !d.Covers(got, slack) {
-		t.Errorf("the deadline armed for 100ms does not cover 100ms and itself")
-	}
-	if d.Covers(got.Add(time.Nanosecond), slack) {
-		t.Error("the deadline armed covers a later time: it would fire early")
-	}
 	// Each deadline is armed more than half the slack and at most slack
-	// late, on the grid; every time asked for in the half slack that ends
-	// half a slack before a grid point is armed at that point.
+	// late, on the grid, and covers the time asked and itself, no later;
+	// every time asked for in the half slack that ends half a slack before
+	// a grid point is armed at that point.
 	for i := range 100 {
-		asked := at(200).Add(time.Duration(i) * slack / 37)
+		asked := at(100).Add(time.Duration(i) * slack / 37)
 		x := d.Arm(asked, slack)
 		if off := x.Sub(asked); off <= slack/2 || off > slack || x.UnixNano()%int64(slack/2) != 0 {
 			t.Fatalf("Arm(%v) = %v after it, on the grid: %v", asked, off, x.UnixNano()%int64(slack/2) == 0)
+		}
+		if !d.Covers(asked, slack) || !d.Covers(x, slack) || d.Covers(x.Add(time.Nanosecond), slack) {
+			t.Fatalf("the deadline armed for %v does not cover it and itself only", asked)
 		}
 		for _, other := range []time.Time{x.Add(-slack), x.Add(-slack/2 - 1)} {
 			if y := d.Arm(other, slack); !y.Equal(x) {
