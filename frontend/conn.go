@@ -52,9 +52,9 @@ type conn struct {
 
 	// The deadlines of a request being served are armed lazily, up to
 	// srv.slack late (see sock.LazyDeadline). A read deadline set while a
-	// request is read is armed by the next Read, if any: most requests are
-	// read whole with their first byte, and the read after it is the wait
-	// for the next request, which has a deadline of its own.
+	// request is read is armed by the next Read that must wait, if any:
+	// most requests are whole in the socket when their first byte is, and
+	// the wait for the next request has a deadline of its own.
 	rd, wd       sock.LazyDeadline
 	readDeadline time.Time
 	readPending  bool

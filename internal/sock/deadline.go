@@ -10,7 +10,7 @@ import "time"
 // than asked, and a later deadline that the armed one still covers (it is
 // no earlier and at most slack later) leaves it as it is. So a timeout
 // fires up to its slack late, never early; under load a connection's timer
-// is armed about once per slack instead of several times per request.
+// is armed once or twice per slack instead of several times per request.
 //
 // The zero value is a connection without a deadline. The slack is for
 // deadlines in the future: a time already past that an armed deadline
