@@ -51,7 +51,7 @@ func (s *Socket) Init(c net.Conn) {
 		s.rn, s.rerr = recvfrom(fd, s.rbuf, 0)
 		return s.rerr != syscall.EAGAIN
 	}
-	s.recvNow = func(fd uintptr) { s.rn, s.rerr = recvfrom(fd, s.rbuf, syscall.MSG_DONTWAIT) }
+	s.recvNow = func(fd uintptr) { s.recv(fd) } // the socket does not block: recv without Read's wait
 	s.ready = func(fd uintptr) bool {
 		var b [1]byte
 		s.rn, s.rerr = recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
@@ -108,18 +108,7 @@ func (s *Socket) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	s.rbuf, s.rn, s.rerr = b, 0, 0
-	err := s.rc.Read(s.recv)
-	n, errno := s.rn, s.rerr
-	s.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, s.opError("read", err)
-	case errno != 0:
-		return 0, s.opError("read", os.NewSyscallError("recvfrom", errno))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return s.received(s.rc.Read(s.recv))
 }
 
 // ReadNow reads like Read what the socket holds, without waiting and
@@ -130,7 +119,13 @@ func (s *Socket) ReadNow(b []byte) (int, error) {
 		return 0, ErrWouldBlock
 	}
 	s.rbuf, s.rn, s.rerr = b, 0, 0
-	err := s.rc.Control(s.recvNow)
+	return s.received(s.rc.Control(s.recvNow))
+}
+
+// received reports the read into rbuf that recv made, err being the
+// RawConn's: as net.Conn's Read does, and ErrWouldBlock for EAGAIN (which
+// only a read that does not wait can end with).
+func (s *Socket) received(err error) (int, error) {
 	n, errno := s.rn, s.rerr
 	s.rbuf = nil
 	switch {
